@@ -1,0 +1,70 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from panoptic_detr.config import from_dict
+from panoptic_detr.errors import ConfigError
+from panoptic_detr.utils.io import atomic_dir, atomic_path, write_json, read_json
+from panoptic_detr.errors import PanopticDetrError
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-4
+    sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_from_dict_nested_and_typed():
+    cfg = from_dict(Outer, {"name": "y", "inner": {"lr": 1, "sizes": [1, 2]}})
+    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.sizes == [1, 2]
+
+
+def test_from_dict_unknown_key_names_it():
+    with pytest.raises(ConfigError, match="inner: unknown key.*lrr"):
+        from_dict(Outer, {"inner": {"lrr": 1}})
+
+
+def test_from_dict_wrong_type():
+    with pytest.raises(ConfigError, match="name: expected str"):
+        from_dict(Outer, {"name": 3})
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "a.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    write_json(target, {"a": 1})
+    assert read_json(target) == {"a": 1}
+
+
+def test_atomic_dir_refuses_existing_and_cleans_up(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(PanopticDetrError, match="--overwrite"):
+        with atomic_dir(out):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "new") as d:
+            (d / "f").write_text("x")
+            raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with atomic_dir(out, overwrite=True) as d:
+        (d / "f").write_text("x")
+    assert (out / "f").read_text() == "x"
+
+
+def test_read_json_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(PanopticDetrError, match="bad.json: invalid JSON"):
+        read_json(bad)
