@@ -1,0 +1,58 @@
+"""`panoptic-detr explain`: the figures that show how DETR sees one image, and index.html."""
+
+from pathlib import Path
+
+HELP = "figures that explain a prediction: attention maps, queries, masks, network diagram (PNGs + index.html)"
+
+
+def parse_point(text: str) -> tuple[float, float]:
+    import argparse
+
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a point; expected x,y in image pixels, e.g. 320,240") from None
+    return x, y
+
+
+def configure(p):
+    p.add_argument("checkpoint", type=Path, help="panoptic model checkpoint (.pth or .safetensors)")
+    p.add_argument("image", type=Path, help="the image to explain")
+    p.add_argument("--out", type=Path, required=True, help="output folder (figures *.png and index.html)")
+    p.add_argument("--points", nargs="+", type=parse_point, metavar="X,Y",
+                   help="reference points for the encoder self-attention figure, in original image pixels "
+                        "(default: a point on each detected object)")
+    p.add_argument("--queries", type=int, default=20, help="query slots shown in the 'where the queries look' "
+                                                           "figure (default 20)")
+    p.add_argument("--threshold", type=float, default=0.85, help="score a query needs to count as detected "
+                                                                 "(default 0.85)")
+    p.add_argument("--short-side", type=int, default=800, help="resize the short image side to this (default 800)")
+    p.add_argument("--max-size", type=int, default=1333, help="longest image side after resizing (default 1333)")
+    p.add_argument("--query-images", type=Path, metavar="DATA",
+                   help="images for the 'where the queries look' figure: a folder or a prepared dataset "
+                        "(default: the image's folder)")
+    p.add_argument("--split", default="val", help="split of a prepared dataset given to --query-images (default val)")
+    p.add_argument("--max-images", type=int, default=16, help="images used for that figure (default 16)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def run(args):
+    from panoptic_detr.commands.explain_queries import check_common, load
+    from panoptic_detr.engine.explain import explain_to_folder
+    from panoptic_detr.errors import PanopticDetrError
+
+    check_common(args)
+    if not 0.0 <= args.threshold < 1.0:
+        raise PanopticDetrError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if not args.image.is_file():
+        raise PanopticDetrError(f"{args.image}: image not found")
+    model = load(args)
+    index = explain_to_folder(
+        model, args.image, args.out, points=args.points, num_queries=args.queries, threshold=args.threshold,
+        short_side=args.short_side, max_size=args.max_size, query_images=args.query_images, split=args.split,
+        max_images=args.max_images, device=args.device, overwrite=args.overwrite, source=str(args.checkpoint),
+    )
+    print(index)
+    return 0

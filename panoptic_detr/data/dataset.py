@@ -1,0 +1,140 @@
+"""A torch Dataset over one split of a prepared dataset (see docs/DESIGN.md for the layout).
+
+`PanopticDataset(root, split, transforms)[i]` -> `(image [3, H, W] float, target)` where
+target holds, per non-crowd segment, `labels` (int64 category id = class index), `boxes`
+(cx, cy, w, h normalised, derived from the mask), `masks` (bool [N, H, W]), `iscrowd`
+(zeros), `area`, `segment_ids`, plus `image_id`, `orig_size` and `size` ((h, w) tensors).
+
+An item key may be an index or `(index, seed)`: the seed feeds the transforms' random
+generator, so augmentations are reproducible per (epoch, sample) for exact resumption.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.data.image_io import load_image
+from panoptic_detr.errors import DataError
+from panoptic_detr.utils.box_ops import masks_to_boxes
+from panoptic_detr.utils.io import read_json
+
+
+def _rgb2id(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+class PanopticDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transforms: Callable | None = None,
+        categories: CategoryList | None = None,
+    ):
+        self.root = Path(root)
+        self.split = split
+        self.transforms = transforms
+        ann_path = self.root / "annotations" / f"panoptic_{split}.json"
+        if not ann_path.exists():
+            raise DataError(f"{ann_path}: not found (is {self.root} a prepared dataset with a '{split}' split?)")
+        data = read_json(ann_path)
+        if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
+            raise DataError(f"{ann_path}: not a COCO panoptic JSON (needs 'images' and 'annotations')")
+        self.ann_path = ann_path
+        if categories is None:
+            cat_path = self.root / "categories.json"
+            if cat_path.exists():
+                categories = CategoryList.load(cat_path)
+            elif "categories" in data:
+                categories = CategoryList.from_json(data["categories"], where=str(ann_path))
+            else:
+                raise DataError(f"{cat_path}: not found and {ann_path} has no categories")
+        self.categories = categories
+        images = {img["id"]: img for img in data["images"]}
+        self.items: list[tuple[dict, dict]] = []
+        for ann in data["annotations"]:
+            img = images.get(ann.get("image_id"))
+            if img is None:
+                raise DataError(f"{ann_path}: annotation {ann.get('file_name')} names unknown image_id {ann.get('image_id')!r}")
+            for seg in ann.get("segments_info", []):
+                if seg.get("category_id") not in categories.by_id:
+                    raise DataError(
+                        f"{ann_path}: image {img['id']!r} segment {seg.get('id')} has unknown category_id {seg.get('category_id')!r}"
+                    )
+            self.items.append((img, ann))
+        self.items.sort(key=lambda it: str(it[0].get("file_name")))
+
+    @property
+    def num_classes(self) -> int:
+        return self.categories.num_classes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def image_path(self, index: int) -> Path:
+        return self.root / "images" / self.split / self.items[index][0]["file_name"]
+
+    def load(self, index: int) -> tuple[Tensor, dict]:
+        """The untransformed image (float [3, H, W] in [0, 1]) and target (xyxy pixel boxes)."""
+        img_info, ann = self.items[index]
+        img_path = self.image_path(index)
+        png_path = self.root / "panoptic" / self.split / ann["file_name"]
+        image = load_image(img_path)
+        try:
+            with Image.open(png_path) as p:
+                ids = _rgb2id(np.asarray(p.convert("RGB")))
+        except FileNotFoundError:
+            raise DataError(f"{png_path}: panoptic PNG not found (image {img_info['id']!r})") from None
+        except OSError as e:
+            raise DataError(f"{png_path}: cannot read panoptic PNG: {e}") from None
+        h, w = image.shape[:2]
+        if ids.shape != (h, w):
+            raise DataError(f"{png_path}: size {ids.shape[1]}x{ids.shape[0]} differs from image {img_path.name} ({w}x{h})")
+        segs = [s for s in ann.get("segments_info", []) if not s.get("iscrowd", 0)]
+        seg_ids = np.array([s["id"] for s in segs], dtype=np.int64)
+        masks = torch.from_numpy(ids[None] == seg_ids[:, None, None]) if len(segs) else torch.zeros((0, h, w), dtype=torch.bool)
+        labels = torch.tensor([s["category_id"] for s in segs], dtype=torch.int64)
+        keep = masks.flatten(1).any(1)
+        target = {
+            "labels": labels[keep],
+            "masks": masks[keep],
+            "segment_ids": torch.from_numpy(seg_ids)[keep],
+            "iscrowd": torch.zeros(int(keep.sum()), dtype=torch.int64),
+        }
+        target["boxes"] = masks_to_boxes(target["masks"])
+        target["area"] = target["masks"].flatten(1).sum(1).float()
+        image_id = img_info["id"]
+        target["image_id"] = torch.tensor(image_id if isinstance(image_id, int) else index)
+        target["orig_size"] = torch.tensor([h, w])
+        target["size"] = torch.tensor([h, w])
+        arr = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        return arr.float().div_(255), target
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        index, seed = (key if isinstance(key, (tuple, list)) else (key, None))
+        image, target = self.load(int(index))
+        if self.transforms is not None:
+            rng = np.random.default_rng(seed)
+            image, target = self.transforms(image, target, rng)
+        return image, target
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for the augmentation of sample `index` in `epoch`."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def collate_fn(batch):
+    """[(image, target)] -> (NestedTensor padded to the batch's largest H and W, list of targets)."""
+    from panoptic_detr.model.nested_tensor import nested_tensor_from_tensor_list
+
+    images, targets = zip(*batch)
+    return nested_tensor_from_tensor_list(list(images)), list(targets)

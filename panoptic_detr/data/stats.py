@@ -1,0 +1,119 @@
+"""Per-class statistics of a prepared dataset (CLI `dataset-stats`).
+
+For every split and category: the number of images containing it, of segments, and of
+pixels (the segments' `area`, which `prepare` computed from the PNGs); VOID pixels are
+counted per split too. `plot_stats` draws them as grouped bar charts (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.errors import DataError
+from panoptic_detr.utils.io import read_json
+
+__all__ = ["dataset_stats", "format_stats", "plot_stats"]
+
+
+def dataset_stats(root: str | os.PathLike) -> dict:
+    """`{"categories": [...], "splits": {split: {"images": n, "void_pixels": n,
+    "pixels": n, "classes": {name: {"images", "segments", "pixels", "isthing"}}}}}`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    ann_dir = root / "annotations"
+    files = sorted(ann_dir.glob("panoptic_*.json")) if ann_dir.is_dir() else []
+    if not files:
+        raise DataError(f"{root}: no annotations/panoptic_*.json (is it a prepared dataset?)")
+    if (root / "categories.json").exists():
+        cats = CategoryList.load(root / "categories.json")
+    else:
+        cats = CategoryList.load(files[0])
+    out: dict = {"root": str(root), "categories": [c.name for c in cats], "splits": {}}
+    order = {"train": 0, "val": 1}
+    for f in sorted(files, key=lambda p: (order.get(p.stem[len("panoptic_"):], 9), p.name)):
+        split = f.stem[len("panoptic_"):]
+        data = read_json(f)
+        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+            raise DataError(f"{f}: not a COCO-panoptic JSON")
+        sizes = {im["id"]: int(im.get("width", 0)) * int(im.get("height", 0)) for im in data.get("images", [])}
+        classes = {c.name: {"images": 0, "segments": 0, "pixels": 0, "isthing": c.isthing} for c in cats}
+        total = void = 0
+        for ann in data["annotations"]:
+            seen = set()
+            covered = 0
+            for s in ann.get("segments_info", []):
+                c = cats.by_id.get(int(s["category_id"]))
+                if c is None:
+                    raise DataError(f"{f}: image id {ann.get('image_id')} segment {s.get('id')}: unknown category_id {s['category_id']}")
+                st = classes[c.name]
+                st["segments"] += 1
+                st["pixels"] += int(s.get("area", 0))
+                covered += int(s.get("area", 0))
+                seen.add(c.name)
+            for n in seen:
+                classes[n]["images"] += 1
+            px = sizes.get(ann.get("image_id"), 0)
+            total += px
+            void += max(0, px - covered)
+        out["splits"][split] = {"images": len(data["annotations"]), "pixels": total, "void_pixels": void, "classes": classes}
+    return out
+
+
+def format_stats(stats: dict) -> str:
+    """A plain-text table: one row per class, images/segments/pixels per split."""
+    splits = list(stats["splits"])
+    head = f"{'class':<28} {'kind':<5}" + "".join(f" | {s + ' images':>12} {'segments':>9} {'pixels':>11}" for s in splits)
+    lines = [head, "-" * len(head)]
+    for name in stats["categories"]:
+        first = stats["splits"][splits[0]]["classes"][name] if splits else {"isthing": False}
+        row = f"{name[:28]:<28} {'thing' if first['isthing'] else 'stuff':<5}"
+        for s in splits:
+            c = stats["splits"][s]["classes"][name]
+            row += f" | {c['images']:>12} {c['segments']:>9} {c['pixels']:>11}"
+        lines.append(row)
+    lines.append("-" * len(head))
+    tot = f"{'(images / VOID pixels)':<28} {'':<5}"
+    for s in splits:
+        sp = stats["splits"][s]
+        pct = 100.0 * sp["void_pixels"] / sp["pixels"] if sp["pixels"] else 0.0
+        tot += f" | {sp['images']:>12} {'':>9} {sp['void_pixels']:>11}"
+        tot += f" ({pct:.1f}%)" if s == splits[-1] else ""
+    lines.append(tot)
+    return "\n".join(lines)
+
+
+def plot_stats(stats: dict, path: str | os.PathLike) -> Path:
+    """Grouped bar charts (images, segments, pixels per class; one bar per split)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = stats["categories"]
+    splits = list(stats["splits"])
+    n = len(names)
+    fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.35 * n + 3), 10), sharex=True)
+    x = np.arange(n)
+    width = 0.8 / max(1, len(splits))
+    for ax, key in zip(axes, ("images", "segments", "pixels")):
+        for k, s in enumerate(splits):
+            vals = [stats["splits"][s]["classes"][c][key] for c in names]
+            ax.bar(x + (k - (len(splits) - 1) / 2) * width, vals, width, label=s)
+        ax.set_ylabel(key)
+        if key == "pixels":
+            ax.set_yscale("symlog")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    axes[0].set_title(f"dataset: {stats.get('root', '')}")
+    axes[-1].set_xticks(x)
+    axes[-1].set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

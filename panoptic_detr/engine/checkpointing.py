@@ -1,0 +1,105 @@
+"""Training checkpoints: complete state for exact resumption, written atomically.
+
+A training checkpoint is a `.pth` dict that is also a model checkpoint (`model`, `config`
+= ModelConfig dict, `categories`), so `load_model` and `--init` accept it, plus:
+`format` ("panoptic-detr-train"), `train_config`, `optimizer`, `scheduler`, `scaler`,
+`epoch` / `step_in_epoch` (where to continue), `global_step`, `rng` (one entry per
+process: python, numpy, torch CPU and CUDA generator states), `sampler`, `best`.
+
+Only plain containers and tensors are stored, so it loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from panoptic_detr.errors import CheckpointError
+from panoptic_detr.utils.io import atomic_path
+
+FORMAT = "panoptic-detr-train"
+REQUIRED = ("model", "optimizer", "epoch", "step_in_epoch", "global_step")
+
+
+def capture_rng_state() -> dict:
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": n["bit_generator"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write atomically (temporary file, then rename): a crash never leaves half a file."""
+    state = dict(state)
+    state.setdefault("format", FORMAT)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint_file(path: str | Path) -> dict:
+    """Any `.pth` as a dict (weights only), with one-line errors for bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, io.UnsupportedOperation, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        low = msg.lower()
+        if "zip" in low or "eof" in low or "central directory" in low or "ran out of input" in low or "failed finding" in low:
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({msg})") from None
+        if "weights_only" in low or "unsupported global" in low:
+            raise CheckpointError(f"{path}: checkpoint holds pickled Python objects; refusing to load it ({msg})") from None
+        raise CheckpointError(f"{path}: not a checkpoint ({msg})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, expected a dict)")
+    return obj
+
+
+def load_training_checkpoint(path: str | Path) -> dict:
+    ck = read_checkpoint_file(path)
+    missing = [k for k in REQUIRED if k not in ck]
+    if missing:
+        if "model" in ck:
+            raise CheckpointError(
+                f"{path}: a model checkpoint without training state (no {', '.join(missing)}); use --init to start from it"
+            )
+        raise CheckpointError(f"{path}: not a panoptic-detr training checkpoint (no {', '.join(missing)})")
+    return ck

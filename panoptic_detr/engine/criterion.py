@@ -1,0 +1,191 @@
+"""DETR's set loss: Hungarian matching, then per-matched-pair losses.
+
+Losses (dispatched by name through `SetCriterion.LOSSES`):
+- `labels`: cross-entropy over classes, "no object" weighted by `eos_coef`; logs
+  `class_error` (100 - top-1 accuracy of matched predictions, in percent);
+- `cardinality`: |#predictions that are not "no object" - #targets| (logged, no gradient);
+- `boxes`: L1 (`loss_bbox`) and 1 - GIoU (`loss_giou`) on matched boxes;
+- `masks`: sigmoid focal loss (`loss_mask`) and dice loss (`loss_dice`) on matched
+  predicted masks, upsampled bilinearly to the (padded) target size.
+Box and mask losses are summed and divided by the number of target objects in the batch,
+averaged across processes and at least 1. Auxiliary decoder outputs get the same losses
+(except masks), each re-matched, with keys suffixed `_0`, `_1`, ...
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from panoptic_detr.engine import distributed as D
+from panoptic_detr.engine.matcher import HungarianMatcher
+from panoptic_detr.utils.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+
+
+def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Focal loss (RetinaNet) on logits [N, P] vs {0, 1} targets [N, P]: mean over P, sum over N, / num_boxes."""
+    prob = inputs.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean(1).sum() / num_boxes
+
+
+def dice_loss(inputs: Tensor, targets: Tensor, num_boxes: float) -> Tensor:
+    """1 - soft Dice coefficient (with +1 smoothing) per mask, summed, / num_boxes."""
+    prob = inputs.sigmoid()
+    numerator = 2 * (prob * targets).sum(1)
+    denominator = prob.sum(1) + targets.sum(1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_boxes
+
+
+def _src_index(indices):
+    batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+    src = torch.cat([src for src, _ in indices])
+    return batch, src
+
+
+class SetCriterion(nn.Module):
+    LOSSES = {
+        "labels": "loss_labels",
+        "cardinality": "loss_cardinality",
+        "boxes": "loss_boxes",
+        "masks": "loss_masks",
+    }
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        weight_dict: dict[str, float],
+        eos_coef: float = 0.1,
+        losses: tuple[str, ...] = ("labels", "boxes", "cardinality"),
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        super().__init__()
+        unknown = [l for l in losses if l not in self.LOSSES]
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}; known: {list(self.LOSSES)}")
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weight_dict = dict(weight_dict)
+        self.eos_coef = eos_coef
+        self.losses = tuple(losses)
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    # -- individual losses -------------------------------------------------------------
+    def loss_labels(self, outputs, targets, indices, num_boxes, log=True):
+        logits = outputs["pred_logits"].float()
+        batch_idx, src_idx = _src_index(indices)
+        target_classes_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        target_classes[batch_idx, src_idx] = target_classes_o
+        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.device))
+        losses = {"loss_ce": loss_ce}
+        if log:
+            with torch.no_grad():
+                if len(target_classes_o):
+                    acc = (logits[batch_idx, src_idx].argmax(-1) == target_classes_o).float().mean() * 100
+                else:
+                    acc = torch.tensor(100.0, device=logits.device)
+                losses["class_error"] = 100 - acc
+        return losses
+
+    @torch.no_grad()
+    def loss_cardinality(self, outputs, targets, indices, num_boxes):
+        logits = outputs["pred_logits"]
+        tgt_lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=logits.device, dtype=torch.float32)
+        card_pred = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
+        return {"cardinality_error": F.l1_loss(card_pred, tgt_lengths)}
+
+    def loss_boxes(self, outputs, targets, indices, num_boxes):
+        batch_idx, src_idx = _src_index(indices)
+        src_boxes = outputs["pred_boxes"][batch_idx, src_idx].float()
+        target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src_boxes)
+        loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none").sum() / num_boxes
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes), elementwise=True)
+        loss_giou = (1 - giou).sum() / num_boxes
+        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
+
+    def loss_masks(self, outputs, targets, indices, num_boxes):
+        """Masks of matched queries: `pred_masks` [B, Q, h, w], or `matched_masks` [N, h, w]
+        already in the order of the matched pairs (images in order, then `indices`)."""
+        batch_idx, src_idx = _src_index(indices)
+        if "matched_masks" in outputs:
+            src = outputs["matched_masks"].float()
+        else:
+            src = outputs["pred_masks"][batch_idx, src_idx].float()  # [N, h, w]
+        h = max(t["masks"].shape[-2] for t in targets)
+        w = max(t["masks"].shape[-1] for t in targets)
+        if len(src) == 0:
+            zero = src.sum() * 0.0
+            return {"loss_mask": zero, "loss_dice": zero}
+        tgt = torch.zeros((len(src), h, w), dtype=torch.float32, device=src.device)
+        k = 0
+        for t, (_, j) in zip(targets, indices):
+            m = t["masks"][j.to(t["masks"].device)]
+            tgt[k : k + len(m), : m.shape[-2], : m.shape[-1]] = m.to(tgt)
+            k += len(m)
+        src = F.interpolate(src[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        src, tgt = src.flatten(1), tgt.flatten(1)
+        return {
+            "loss_mask": sigmoid_focal_loss(src, tgt, num_boxes, self.focal_alpha, self.focal_gamma),
+            "loss_dice": dice_loss(src, tgt, num_boxes),
+        }
+
+    def get_loss(self, name, outputs, targets, indices, num_boxes, **kwargs):
+        return getattr(self, self.LOSSES[name])(outputs, targets, indices, num_boxes, **kwargs)
+
+    # -- the whole set loss -------------------------------------------------------------
+    def num_boxes(self, targets, device) -> float:
+        n = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+        n = D.all_reduce_sum(n) / D.get_world_size()
+        return max(float(n.item()), 1.0)
+
+    def forward(self, outputs: dict, targets: list[dict], indices=None) -> dict[str, Tensor]:
+        """Unweighted losses and logged extras; `weighted_total` sums them with `weight_dict`.
+
+        `indices`: the main output's matching when already computed (see `TrainStep`).
+        """
+        device = outputs["pred_logits"].device
+        num_boxes = self.num_boxes(targets, device)
+        main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        if indices is None:
+            indices = self.matcher(main, targets)
+        losses: dict[str, Tensor] = {}
+        for name in self.losses:
+            if name == "masks" and "pred_masks" not in outputs and "matched_masks" not in outputs:
+                continue
+            losses.update(self.get_loss(name, main, targets, indices, num_boxes))
+        for i, aux in enumerate(outputs.get("aux_outputs") or []):
+            aux_indices = self.matcher(aux, targets)
+            for name in self.losses:
+                if name == "masks":
+                    continue  # intermediate masks are not computed (too costly)
+                kwargs = {"log": False} if name == "labels" else {}
+                part = self.get_loss(name, aux, targets, aux_indices, num_boxes, **kwargs)
+                losses.update({f"{k}_{i}": v for k, v in part.items()})
+        return losses
+
+    def weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
+        return sum(losses[k] * w for k, w in self.weight_dict.items() if k in losses and w != 0)
+
+
+def build_weight_dict(
+    ce: float = 1.0, bbox: float = 5.0, giou: float = 2.0, mask: float = 1.0, dice: float = 1.0,
+    num_aux: int = 0, masks: bool = False,
+) -> dict[str, float]:
+    w = {"loss_ce": ce, "loss_bbox": bbox, "loss_giou": giou}
+    if masks:
+        w.update({"loss_mask": mask, "loss_dice": dice})
+    base = {"loss_ce": ce, "loss_bbox": bbox, "loss_giou": giou}
+    for i in range(num_aux):
+        w.update({f"{k}_{i}": v for k, v in base.items()})
+    return w

@@ -1,0 +1,192 @@
+"""The demo: the whole real workflow on synthetic construction scenes, stage by stage.
+
+Each stage runs the same `panoptic-detr` command a user would type (printed before it
+runs), so the demo doubles as a worked example. A stage whose output is complete is
+skipped on a re-run (training resumes on its own) unless `fresh` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from panoptic_detr.errors import PanopticDetrError
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+BASE_MODEL = WEIGHTS / "base-tiny.safetensors"
+
+
+@dataclass
+class DemoConfig:
+    out: Path = Path("runs/demo")
+    images: int = 240
+    size: str = "288x384"
+    seed: int = 0
+    epochs: int = 14
+    train_config: str = "tiny"
+    from_scratch: bool = False
+    fresh: bool = False
+    base_model: Path = BASE_MODEL
+    threads: int | None = None
+    extra_train_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageResult:
+    name: str
+    seconds: float
+    skipped: bool
+    command: str
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.stages: list[StageResult] = []
+
+    # Paths of each stage's output.
+    @property
+    def raw(self) -> Path:
+        return self.out / "raw"
+
+    @property
+    def dataset(self) -> Path:
+        return self.out / "dataset"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.out / "train"
+
+    @property
+    def model_path(self) -> Path:
+        return self.train_dir / "model_final.pth"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval"
+
+    @property
+    def predict_dir(self) -> Path:
+        return self.out / "predict"
+
+    @property
+    def explain_dir(self) -> Path:
+        return self.out / "explain"
+
+    def _run(self, name: str, argv: list[str], done: Path | None, allow_codes=(0,)) -> None:
+        from panoptic_detr.cli import main as cli_main
+
+        command = "panoptic-detr " + " ".join(str(a) for a in argv)
+        if done is not None and done.exists() and not self.cfg.fresh:
+            print(f"[demo] {name}: done already ({done}), skipped")
+            self.stages.append(StageResult(name, 0.0, True, command))
+            return
+        print(f"\n[demo] {name}: {command}", flush=True)
+        t0 = time.perf_counter()
+        code = cli_main([str(a) for a in argv])
+        seconds = time.perf_counter() - t0
+        if code not in allow_codes:
+            raise PanopticDetrError(f"demo stage '{name}' failed (exit code {code}): {command}")
+        print(f"[demo] {name}: {seconds:.1f} s", flush=True)
+        self.stages.append(StageResult(name, seconds, False, command))
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        if cfg.fresh and self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        use_base = not cfg.from_scratch
+        if use_base and not Path(cfg.base_model).exists():
+            raise PanopticDetrError(
+                f"{cfg.base_model}: base model not found; run `make base-model` or pass --from-scratch"
+            )
+        t_start = time.perf_counter()
+
+        self._run(
+            "synth",
+            ["synth", self.raw, "--images", cfg.images, "--seed", cfg.seed, "--classes", "demo",
+             "--size", cfg.size, "--overwrite"],
+            done=self.raw / "DONE",
+        )
+        (self.raw / "DONE").touch()
+
+        prepare = ["prepare", "--class-map", RESOURCES / "demo-class-map.yaml", "--out", self.dataset,
+                   "--things", self.raw / "things",
+                   "--stuff-truth", self.raw / "stuff" / "panoptic.json", self.raw / "stuff" / "panoptic",
+                   "--seed", cfg.seed, "--overwrite"]
+        if use_base:
+            prepare += ["--stuff-from", cfg.base_model]
+        self._run("prepare", prepare, done=self.dataset / "dataset.yaml")
+
+        train = ["train", "--data", self.dataset, "--out", self.train_dir, "--config", cfg.train_config,
+                 "--stage", "joint", "--epochs", cfg.epochs, "--seed", cfg.seed]
+        if use_base:
+            train += ["--init", cfg.base_model]
+        train += list(cfg.extra_train_args)
+        self._run("train", train, done=self.model_path)
+
+        self._run(
+            "plot", ["plot", self.train_dir], done=None,
+        )
+        self._run(
+            "evaluate",
+            ["evaluate", self.model_path, self.dataset, "--split", "val", "--out", self.eval_dir],
+            done=self.eval_dir / "metrics.json",
+        )
+        val_images = self.dataset / "images" / "val"
+        self._run(
+            "predict",
+            ["predict", self.model_path, val_images, "--out", self.predict_dir],
+            done=self.predict_dir / "predictions.json",
+        )
+        example = sorted(val_images.iterdir())[0]
+        self._run(
+            "explain",
+            ["explain", self.model_path, example, "--out", self.explain_dir],
+            done=self.explain_dir / "index.html",
+        )
+
+        total = time.perf_counter() - t_start
+        metrics = json.loads((self.eval_dir / "metrics.json").read_text())
+        summary = {
+            "started_from": "base model " + str(cfg.base_model) if use_base else "scratch",
+            "stages": [s.__dict__ for s in self.stages],
+            "total_seconds": total,
+            "peak_memory_mb": peak_memory_mb(),
+            "metrics": metrics,
+        }
+        from panoptic_detr.viz.report import write_report
+
+        report = write_report(self.out, summary)
+        print_summary(summary, report)
+        return summary
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024.0
+
+
+def print_summary(summary: dict, report: Path) -> None:
+    print("\n[demo] stage times:")
+    for s in summary["stages"]:
+        print(f"  {s['name']:<10} {'skipped' if s['skipped'] else f'{s['seconds']:7.1f} s'}")
+    print(f"  {'total':<10} {summary['total_seconds']:7.1f} s   peak memory {summary['peak_memory_mb']:.0f} MB")
+    pan = summary["metrics"]["panoptic"]
+    print("\n          PQ     SQ     RQ      n")
+    for k in ("All", "Things", "Stuff"):
+        r = pan[k]
+        print(f"{k:<8}{100 * r['pq']:6.1f} {100 * r['sq']:6.1f} {100 * r['rq']:6.1f} {r['n']:6d}")
+    if "bbox" in summary["metrics"]:
+        print(f"box AP {100 * summary['metrics']['bbox'].get('AP', 0):.1f}")
+    print(f"\nreport: {report}")
+    sys.stdout.flush()

@@ -1,0 +1,280 @@
+"""Panoptic inference: from DETR outputs for one image to a panoptic id map.
+
+`panoptic_inference` is a pure function implementing the official DETR post-processing
+(`PostProcessPanoptic`), vectorised in torch and without PIL round trips:
+
+1. softmax over the classes; a query is kept when its best class is not "no object"
+   (the last index) and its score is strictly above `threshold`;
+2. the mask logits of the kept queries are cropped to the image's own part of the
+   stride-4 mask grid, upsampled bilinearly to the processed (network input) size;
+3. pixel-wise argmax over the kept masks; all queries of the same *stuff* class form one
+   segment;
+4. segments of `min_area` pixels or fewer (counted at the original size, as the official
+   code does) are dropped and the argmax is redone without their queries, until no
+   segment is that small;
+5. the map is resized to the original image size with nearest-neighbour sampling (the
+   same source pixels as PIL's NEAREST, which the official code used), ids are
+   numbered 1..n in query order (0 = VOID), areas and boxes measured on the final map.
+
+Cropping the batch padding (step 2) -- the official code interpolates the whole padded
+grid to the image size, so the result of an image depends on its batch-mates. The mask
+head's output is the stride-4 grid of the *padded* batch: cell (i, j) holds the
+features of input pixels [4i, 4i+4) x [4j, 4j+4) (every stride-2 stage of ResNet maps
+n pixels to ceil(n/2) cells, anchored at the top-left corner). The image's own cells are
+therefore the first ceil(h/4) x ceil(w/4) -- exactly the grid the model produces for the
+image alone. We crop to that grid, upsample it by exactly the stride (bilinear,
+half-pixel centres, edges clamped to the crop) to 4*ceil(h/4) x 4*ceil(w/4) and take the
+top-left h x w pixels. Nothing outside the crop is ever read, so padding cannot leak in,
+and every output pixel keeps its true position (`interpolate(crop, size=(h, w))` would
+instead stretch by h / ceil(h/4) != 4 when h is not a multiple of 4, shifting the masks
+by up to 3 pixels at the far edge). The resulting map is then a function of the image's
+mask logits alone.
+
+Stuff merging: the official code merges same-class stuff queries only in its first pass
+and then drops the merged-away queries (area 0) as "small", so their pixels go to
+whichever other mask is next best. Here the merge holds in every pass -- all pixels won
+by any query of a stuff class belong to that class's one segment -- as the project
+specification asks. A merged segment's score is the best score of its queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MaskSource = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+__all__ = [
+    "PanopticOutput",
+    "panoptic_inference",
+    "select_queries",
+    "nearest_indices",
+    "resize_nearest",
+    "upsample_masks",
+    "segment_boxes",
+]
+
+
+@dataclass
+class PanopticOutput:
+    """A panoptic prediction for one image.
+
+    `id_map`: int32 tensor [H, W] at the original image size, 0 = VOID, segments 1..n.
+    `segments_info`: one dict per segment: `id`, `category_id`, `isthing` (bool),
+    `area` (pixels), `bbox` ([x, y, w, h] on `id_map`), `score` (float).
+    """
+
+    id_map: torch.Tensor
+    segments_info: list[dict] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.id_map.shape[0]), int(self.id_map.shape[1])
+
+    def id_map_numpy(self) -> np.ndarray:
+        return self.id_map.detach().cpu().numpy().astype(np.int32, copy=False)
+
+
+def select_queries(logits: torch.Tensor, threshold: float = 0.85) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(keep, scores, labels)` for logits [..., Q, C+1], as the official post-processing.
+
+    `keep` is True for queries whose best class is not "no object" (the last index) and
+    whose softmax score is strictly above `threshold`.
+    """
+    probs = logits.float().softmax(-1)
+    scores, labels = probs.max(-1)
+    keep = labels.ne(logits.shape[-1] - 1) & (scores > threshold)
+    return keep, scores, labels
+
+
+def nearest_indices(out_size: int, in_size: int, device=None) -> torch.Tensor:
+    """Source index of every output index for a nearest resize in_size -> out_size.
+
+    Pixel-centre convention, index = floor((i + 0.5) * in / out), computed exactly as
+    PIL's NEAREST resize does (a float64 position accumulated step by step, truncated),
+    so that the maps equal those of the official code, which resized with PIL.
+    """
+    scale = in_size / out_size
+    steps = np.full(out_size, scale, dtype=np.float64)
+    steps[0] = scale * 0.5
+    pos = np.add.accumulate(steps)  # sequential sums, as PIL's loop
+    idx = np.clip(pos.astype(np.int64), 0, in_size - 1)
+    return torch.from_numpy(idx).to(device)
+
+
+def resize_nearest(id_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest resize of an integer map [h, w] to `size` (H, W), PIL NEAREST geometry."""
+    H, W = int(size[0]), int(size[1])
+    h, w = id_map.shape[-2:]
+    if (h, w) == (H, W):
+        return id_map
+    rows = nearest_indices(H, h, id_map.device)
+    cols = nearest_indices(W, w, id_map.device)
+    return id_map.index_select(-2, rows).index_select(-1, cols)
+
+
+def upsample_masks(masks: torch.Tensor, processed_size: Sequence[int], stride: int = 4) -> torch.Tensor:
+    """Mask logits [k, gh, gw] on a (possibly padded) stride-`stride` grid -> [k, h, w].
+
+    Crops to the image's own ceil(h/stride) x ceil(w/stride) cells, upsamples by exactly
+    `stride` (bilinear, align_corners=False) and keeps the top-left h x w pixels; see the
+    module docstring for why this makes the result independent of the batch padding.
+    """
+    h, w = int(processed_size[0]), int(processed_size[1])
+    ch, cw = math.ceil(h / stride), math.ceil(w / stride)
+    gh, gw = masks.shape[-2:]
+    if gh < ch or gw < cw:
+        raise ValueError(
+            f"mask grid {gh}x{gw} is smaller than the {ch}x{cw} cells a {h}x{w} image needs at stride {stride}"
+        )
+    crop = masks[:, :ch, :cw].float()
+    if crop.shape[0] == 0:
+        return crop.new_zeros((0, h, w))
+    up = F.interpolate(crop[None], size=(ch * stride, cw * stride), mode="bilinear", align_corners=False)[0]
+    return up[:, :h, :w]
+
+
+def segment_boxes(id_map: torch.Tensor, num_ids: int) -> torch.Tensor:
+    """COCO boxes [x, y, w, h] (int64 [num_ids + 1, 4], row = id) of every id in a map.
+
+    Ids absent from the map get [0, 0, 0, 0]. Linear in the number of pixels.
+    """
+    H, W = id_map.shape
+    ids = id_map.long()
+    n = num_ids + 1
+    dev = id_map.device
+    row_key = ids * H + torch.arange(H, device=dev)[:, None]
+    col_key = ids * W + torch.arange(W, device=dev)[None, :]
+    rows = torch.bincount(row_key.flatten(), minlength=n * H).view(n, H) > 0
+    cols = torch.bincount(col_key.flatten(), minlength=n * W).view(n, W) > 0
+    present = rows.any(1)
+    # first / last True along each row of the presence tables
+    ar_h = torch.arange(H, device=dev)
+    ar_w = torch.arange(W, device=dev)
+    y0 = torch.where(rows, ar_h, H).min(1).values
+    y1 = torch.where(rows, ar_h, -1).max(1).values
+    x0 = torch.where(cols, ar_w, W).min(1).values
+    x1 = torch.where(cols, ar_w, -1).max(1).values
+    boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], 1)
+    return torch.where(present[:, None], boxes, torch.zeros_like(boxes))
+
+
+def _isthing_tensor(isthing, device) -> torch.Tensor:
+    if isinstance(isthing, torch.Tensor):
+        return isthing.to(device=device, dtype=torch.bool)
+    return torch.as_tensor(list(isthing), dtype=torch.bool, device=device)
+
+
+def panoptic_inference(
+    logits: torch.Tensor,
+    masks: MaskSource,
+    processed_size: Sequence[int],
+    original_size: Sequence[int],
+    isthing,
+    threshold: float = 0.85,
+    min_area: int = 4,
+    mask_stride: int = 4,
+) -> PanopticOutput:
+    """The panoptic map of one image from its DETR outputs (see the module docstring).
+
+    logits: [Q, C+1] class logits (last = "no object").
+    masks: mask logits [Q, gh, gw] on the (padded) stride-`mask_stride` grid, or a
+        callable `(query_index LongTensor[k]) -> [k, gh, gw]` giving them for the kept
+        queries only (called at most once, and not at all when nothing is kept).
+    processed_size: (h, w) of the image as the network saw it, without batch padding.
+    original_size: (H, W) of the output map.
+    isthing: bool per class index (tensor or sequence); indices beyond it count as stuff.
+    threshold: a query is kept when its score is strictly above it.
+    min_area: segments with at most this many pixels (at the original size) are dropped.
+    """
+    H, W = int(original_size[0]), int(original_size[1])
+    h, w = int(processed_size[0]), int(processed_size[1])
+    device = logits.device
+    keep, scores, labels = select_queries(logits, threshold)
+    query_index = keep.nonzero().flatten()
+    k = int(query_index.numel())
+    void = PanopticOutput(torch.zeros((H, W), dtype=torch.int32, device=device), [])
+    if k == 0:
+        return void
+
+    raw = masks(query_index) if callable(masks) else masks[query_index]
+    if raw.shape[0] != k:
+        raise ValueError(f"mask source returned {raw.shape[0]} masks for {k} queries")
+    up = upsample_masks(raw, (h, w), mask_stride).reshape(k, h * w)
+    device = up.device
+    q_scores = scores[query_index].to(device)
+    q_labels = labels[query_index].to(device)
+    table = _isthing_tensor(isthing, device)
+    in_table = q_labels < table.numel()
+    q_thing = torch.zeros(k, dtype=torch.bool, device=device)
+    q_thing[in_table] = table[q_labels[in_table]]
+
+    # segment of each kept query: itself for things, the first query of its class for stuff
+    same_class = q_labels[:, None].eq(q_labels[None, :])
+    first_of_class = same_class.int().argmax(1)  # first j with the same label
+    q_segment = torch.where(q_thing, torch.arange(k, device=device), first_of_class)
+
+    # every processed pixel stands for rcount[i] * ccount[j] original pixels
+    rows = nearest_indices(H, h, device)
+    cols = nearest_indices(W, w, device)
+    pixel_weight = (
+        torch.bincount(rows, minlength=h)[:, None] * torch.bincount(cols, minlength=w)[None, :]
+    ).flatten()
+
+    alive = torch.ones(k, dtype=torch.bool, device=device)
+    winner = up.argmax(0)  # first maximum on ties, as torch documents
+    while True:
+        seg_of_pixel = q_segment[winner]
+        area = torch.zeros(k, dtype=torch.long, device=device).index_add_(0, seg_of_pixel, pixel_weight)
+        # a segment is a query that is alive and heads its segment
+        is_segment = alive & q_segment.eq(torch.arange(k, device=device))
+        small = is_segment & (area <= min_area)
+        if not bool(small.any()):
+            break
+        alive &= ~small[q_segment]
+        if not bool(alive.any()):
+            return void
+        # redo the argmax where the winner was dropped (the max over a subset that still
+        # holds the old winner is the old winner, ties included)
+        redo = (~alive)[winner].nonzero().flatten()
+        sub = up.index_select(1, redo)
+        sub[~alive] = float("-inf")
+        winner[redo] = sub.argmax(0)
+
+    # number the segments 1..n in query order
+    seg_heads = (alive & q_segment.eq(torch.arange(k, device=device))).nonzero().flatten()
+    n = int(seg_heads.numel())
+    head_to_id = torch.zeros(k, dtype=torch.int32, device=device)
+    head_to_id[seg_heads] = torch.arange(1, n + 1, dtype=torch.int32, device=device)
+    small_map = head_to_id[q_segment[winner]].view(h, w)
+    id_map = small_map.index_select(0, rows).index_select(1, cols).contiguous()
+
+    areas = torch.bincount(id_map.flatten().long(), minlength=n + 1)
+    boxes = segment_boxes(id_map, n)
+    seg_score = torch.full((k,), -1.0, device=device).scatter_reduce(
+        0, q_segment[alive], q_scores[alive], reduce="amax"
+    )
+    info = []
+    heads = seg_heads.tolist()
+    labels_l = q_labels.tolist()
+    thing_l = q_thing.tolist()
+    areas_l = areas.tolist()
+    boxes_l = boxes.tolist()
+    score_l = seg_score.tolist()
+    for sid, q in enumerate(heads, start=1):
+        info.append(
+            {
+                "id": sid,
+                "category_id": int(labels_l[q]),
+                "isthing": bool(thing_l[q]),
+                "area": int(areas_l[sid]),
+                "bbox": [int(v) for v in boxes_l[sid]],
+                "score": float(score_l[q]),
+            }
+        )
+    return PanopticOutput(id_map, info)

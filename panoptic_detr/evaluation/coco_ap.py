@@ -1,0 +1,208 @@
+"""Box AP and mask AP of the thing classes through pycocotools' COCOeval.
+
+The ground truth is a COCO instances JSON (a prepared dataset's `instances_{split}.json`);
+the detections come from panoptic predictions: every predicted *thing* segment becomes one
+detection with its mask (RLE), its box and its score (`score` of the segment, 1.0 when
+absent). Box AP ranks the boxes, mask AP the masks; the areas that COCOeval uses for the
+small/medium/large ranges are box areas for `bbox` and mask areas for `segm`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from panoptic_detr.errors import DataError
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+__all__ = [
+    "STAT_NAMES",
+    "segments_to_coco_results",
+    "panoptic_to_coco_results",
+    "coco_ap",
+    "coco_ap_from_panoptic",
+    "load_instances",
+]
+
+
+def _mask_utils():
+    from pycocotools import mask as mask_utils
+
+    return mask_utils
+
+
+def segments_to_coco_results(
+    image_id: Any,
+    id_map: np.ndarray,
+    segments_info: Iterable[Mapping],
+    thing_ids: Iterable[int] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Detections of one image: (bbox results, segm results) in the COCO results format.
+
+    A segment counts as a thing when its category is in `thing_ids` (when given), else
+    when its `isthing` is true (segments without `isthing` count as things).
+    """
+    mask_utils = _mask_utils()
+    id_map = np.asarray(id_map)
+    things = None if thing_ids is None else {int(c) for c in thing_ids}
+    bbox_results: list[dict] = []
+    segm_results: list[dict] = []
+    for seg in segments_info:
+        cat = int(seg["category_id"])
+        if things is not None:
+            if cat not in things:
+                continue
+        elif not bool(seg.get("isthing", True)):
+            continue
+        mask = id_map == int(seg["id"])
+        if not mask.any():
+            continue
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        box = [float(v) for v in mask_utils.toBbox(rle)]
+        rle["counts"] = rle["counts"].decode("ascii")
+        score = float(seg.get("score", 1.0))
+        bbox_results.append({"image_id": image_id, "category_id": cat, "bbox": box, "score": score})
+        segm_results.append({"image_id": image_id, "category_id": cat, "segmentation": rle, "score": score})
+    return bbox_results, segm_results
+
+
+def panoptic_to_coco_results(
+    pred_json: Any,
+    pred_dir: str | os.PathLike,
+    thing_ids: Iterable[int] | None = None,
+    image_ids: Iterable[Any] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Detections from COCO-panoptic prediction files (JSON path or dict + PNG folder)."""
+    from panoptic_detr.evaluation.panoptic_quality import load_panoptic_json, read_id_png
+
+    pred, name = load_panoptic_json(pred_json, "prediction")
+    wanted = None if image_ids is None else set(image_ids)
+    bbox_results: list[dict] = []
+    segm_results: list[dict] = []
+    for i, ann in enumerate(pred["annotations"]):
+        image_id = ann.get("image_id")
+        if wanted is not None and image_id not in wanted:
+            continue
+        if not ann.get("file_name"):
+            raise DataError(f"{name}: image id {image_id}: annotation has no 'file_name'")
+        id_map = read_id_png(Path(pred_dir) / ann["file_name"], image_id)
+        b, s = segments_to_coco_results(image_id, id_map, ann.get("segments_info", []), thing_ids)
+        bbox_results += b
+        segm_results += s
+    return bbox_results, segm_results
+
+
+def load_instances(instances_json: Any) -> tuple[dict, str]:
+    """A COCO instances dict (from a path or a dict), completed where pycocotools needs it:
+    annotation ids, `iscrowd`, `area`, `info`."""
+    if isinstance(instances_json, (str, os.PathLike)):
+        from panoptic_detr.utils.io import read_json
+
+        data, name = read_json(instances_json), str(instances_json)
+    else:
+        data, name = copy.deepcopy(instances_json), "instances JSON"
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{name}: no '{key}' list (not a COCO instances JSON)")
+    images = {}
+    for i, img in enumerate(data["images"]):
+        if "id" not in img or "height" not in img or "width" not in img:
+            raise DataError(f"{name}: image #{i} needs 'id', 'height' and 'width'")
+        images[img["id"]] = img
+    mask_utils = _mask_utils()
+    for i, ann in enumerate(data["annotations"]):
+        for key in ("image_id", "category_id", "bbox"):
+            if key not in ann:
+                raise DataError(f"{name}: annotation #{i} (id {ann.get('id')}) has no '{key}'")
+        if ann["image_id"] not in images:
+            raise DataError(f"{name}: annotation #{i} (id {ann.get('id')}) refers to unknown image id {ann['image_id']}")
+        ann.setdefault("id", i + 1)
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            seg = ann.get("segmentation")
+            if seg:
+                img = images[ann["image_id"]]
+                rles = mask_utils.frPyObjects(seg, img["height"], img["width"])
+                rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
+                ann["area"] = float(mask_utils.area(rle))
+            else:
+                ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    data.setdefault("info", {})
+    return data, name
+
+
+def _empty_stats(has_gt: bool) -> dict[str, float]:
+    return {k: (0.0 if has_gt else -1.0) for k in STAT_NAMES}
+
+
+def coco_ap(
+    instances_json: Any,
+    bbox_results: list[dict] | None,
+    segm_results: list[dict] | None,
+    thing_ids: Iterable[int] | None = None,
+) -> dict[str, dict[str, float]]:
+    """COCOeval summaries `{"bbox": {AP, AP50, ...}, "segm": {...}}` (fractions; -1 where
+    COCO cannot define a value). A `None` result list skips that evaluation.
+    `thing_ids` restricts the evaluated categories (default: all of the instances JSON)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data, name = load_instances(instances_json)
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    if thing_ids is not None:
+        things = {int(c) for c in thing_ids}
+        cat_ids = [c for c in cat_ids if c in things]
+    img_ids = sorted(img["id"] for img in data["images"])
+    known_imgs = set(img_ids)
+    known_cats = set(cat_ids)
+    has_gt = any(a["category_id"] in known_cats for a in data["annotations"])
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = data
+        gt.createIndex()
+    out: dict[str, dict[str, float]] = {}
+    for iou_type, results in (("bbox", bbox_results), ("segm", segm_results)):
+        if results is None:
+            continue
+        dets = [copy.copy(r) for r in results if r["image_id"] in known_imgs and r["category_id"] in known_cats]
+        if not dets or not cat_ids:
+            out[iou_type] = _empty_stats(has_gt and bool(cat_ids))
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = gt.loadRes(dets)
+            ev = COCOeval(gt, dt, iouType=iou_type)
+            ev.params.catIds = cat_ids
+            ev.params.imgIds = img_ids
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        out[iou_type] = {k: float(v) for k, v in zip(STAT_NAMES, ev.stats)}
+    return out
+
+
+def coco_ap_from_panoptic(
+    instances_json: Any,
+    pred_json: Any,
+    pred_dir: str | os.PathLike,
+    categories: Any = None,
+) -> dict[str, dict[str, float]]:
+    """Box and mask AP of panoptic prediction files against an instances JSON.
+    `categories` (list of dicts with `isthing`, or a CategoryList) picks the thing classes."""
+    thing_ids = None
+    if categories is not None:
+        from panoptic_detr.evaluation.panoptic_quality import normalise_categories
+
+        thing_ids = [cid for cid, c in normalise_categories(categories).items() if c["isthing"]]
+    data, _ = load_instances(instances_json)
+    image_ids = [img["id"] for img in data["images"]]
+    bbox_results, segm_results = panoptic_to_coco_results(pred_json, pred_dir, thing_ids, image_ids)
+    return coco_ap(data, bbox_results, segm_results, thing_ids)

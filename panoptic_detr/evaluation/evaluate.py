@@ -1,0 +1,257 @@
+"""Evaluate a panoptic model on a prepared split: PQ (panopticapi rules) and COCO AP.
+
+`evaluate_model` runs the `Predictor` over the split's images, writes the predictions as
+COCO-panoptic results (PNGs + JSON), scores every image against the ground truth as soon
+as it is predicted (the same per-image function as `pq_compute`, on the id map in memory,
+which equals the PNG written), and computes box / mask AP of the thing classes when the
+split has an `instances_{split}.json`. `format_metrics` renders the result as a table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from panoptic_detr.errors import DataError
+from panoptic_detr.evaluation.coco_ap import STAT_NAMES, coco_ap, segments_to_coco_results
+from panoptic_detr.evaluation.panoptic_quality import (
+    PQStat,
+    image_pq_stats,
+    load_panoptic_json,
+    normalise_categories,
+    pq_from_stats,
+)
+
+__all__ = ["evaluate_model", "format_metrics", "segments_json"]
+
+PREDICTIONS_JSON = "predictions.json"
+PREDICTIONS_DIR = "predictions"
+
+
+def segments_json(segments_info: list[dict]) -> list[dict]:
+    """segments_info with plain JSON types (COCO-panoptic results format)."""
+    out = []
+    for s in segments_info:
+        d = {"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0}
+        if "isthing" in s:
+            d["isthing"] = int(bool(s["isthing"]))
+        if "area" in s:
+            d["area"] = int(s["area"])
+        if "bbox" in s:
+            d["bbox"] = [int(v) for v in s["bbox"]]
+        if "score" in s:
+            d["score"] = round(float(s["score"]), 6)
+        out.append(d)
+    return out
+
+
+def _load_split_image(path: Path, expected_hw: tuple[int, int] | None) -> np.ndarray:
+    """The image as HxWx3 uint8; EXIF orientation applied unless that contradicts the
+    ground truth's size while the stored pixels fit it."""
+    from panoptic_detr.data.image_io import load_image
+
+    arr = load_image(path)
+    if expected_hw is not None and arr.shape[:2] != tuple(expected_hw):
+        from PIL import Image
+
+        from panoptic_detr.data.image_io import to_rgb_array
+
+        with Image.open(path) as im:
+            raw = to_rgb_array(im)
+        if raw.shape[:2] == tuple(expected_hw):
+            return raw
+    return arr
+
+
+def _id_map_numpy(out) -> np.ndarray:
+    m = out.id_map
+    if hasattr(m, "detach"):
+        m = m.detach().cpu().numpy()
+    return np.asarray(m)
+
+
+def _instances_image_ids(instances: dict, panoptic_images: list[dict]) -> dict[Any, Any]:
+    """panoptic image id -> instances image id (by file name when both list it)."""
+    by_name = {Path(str(img.get("file_name", ""))).name: img["id"] for img in instances.get("images", []) if "id" in img}
+    ids = {img["id"] for img in instances.get("images", []) if "id" in img}
+    mapping = {}
+    for img in panoptic_images:
+        name = Path(str(img.get("file_name", ""))).name
+        if name and name in by_name:
+            mapping[img["id"]] = by_name[name]
+        elif img["id"] in ids:
+            mapping[img["id"]] = img["id"]
+    return mapping
+
+
+def evaluate_model(
+    model,
+    dataset_dir: str | os.PathLike,
+    split: str = "val",
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int = 2,
+    threshold: float = 0.85,
+    device: str = "cpu",
+    progress: bool = True,
+    predictor=None,
+    max_images: int | None = None,
+) -> dict:
+    """Run a panoptic model over a prepared split and score it.
+
+    model: a panoptic model or a checkpoint path (ignored when `predictor` is given: any
+        object with `predict_batch(list of HxWx3 uint8) -> list of outputs` having
+        `id_map` (HxW) and `segments_info`).
+    dataset_dir: a prepared dataset (`annotations/panoptic_{split}.json`,
+        `images/{split}/`, `panoptic/{split}/`, optionally `annotations/instances_{split}.json`).
+    out_dir: where `predictions/*.png` and `predictions.json` go (a temporary folder,
+        removed afterwards, when None).
+    max_images: score only the first N images of the split (quick periodic checks).
+
+    Returns ``{"panoptic": {All, Things, Stuff, per_class, per_category, num_images},
+    "bbox": {AP, AP50, ...}, "segm": {...}}`` (fractions; AP only with an instances JSON).
+    """
+    from panoptic_detr.utils.io import write_json
+
+    root = Path(dataset_dir)
+    gt_json_path = root / "annotations" / f"panoptic_{split}.json"
+    gt_dir = root / "panoptic" / split
+    image_dir = root / "images" / split
+    if not gt_json_path.is_file():
+        raise DataError(f"{gt_json_path}: not found (is {root} a prepared dataset with a '{split}' split?)")
+    gt, gt_name = load_panoptic_json(gt_json_path, "ground-truth")
+    if not isinstance(gt.get("categories"), list):
+        raise DataError(f"{gt_name}: no 'categories' list")
+    cats = normalise_categories(gt["categories"], where=gt_name)
+    thing_ids = [cid for cid, c in cats.items() if c["isthing"]]
+    images = {img.get("id"): img for img in gt.get("images", []) if isinstance(img, dict)}
+    annotations = gt["annotations"][: max_images if max_images is not None else None]
+    for ann in annotations:
+        if ann.get("image_id") not in images or not images[ann["image_id"]].get("file_name"):
+            raise DataError(f"{gt_name}: image id {ann.get('image_id')} has no entry with a 'file_name' in 'images'")
+
+    instances_path = root / "annotations" / f"instances_{split}.json"
+    instances = None
+    image_id_map: dict[Any, Any] = {}
+    if instances_path.is_file():
+        from panoptic_detr.evaluation.coco_ap import load_instances
+
+        instances, _ = load_instances(instances_path)
+        image_id_map = _instances_image_ids(instances, [images[a["image_id"]] for a in annotations])
+        wanted = set(image_id_map.values())
+        if max_images is not None:  # score AP on the same images as PQ
+            instances["images"] = [im for im in instances["images"] if im["id"] in wanted]
+            instances["annotations"] = [a for a in instances["annotations"] if a["image_id"] in wanted]
+
+    if predictor is None:
+        from panoptic_detr.engine.predict import Predictor
+
+        predictor = Predictor(model, device=device, threshold=threshold, batch_size=batch_size)
+    run = getattr(predictor, "predict_batch", None)
+    if run is None:
+        run = lambda ims: [predictor(im) for im in ims]  # noqa: E731
+
+    with contextlib.ExitStack() as stack:
+        if out_dir is None:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="panoptic-detr-eval-")))
+        else:
+            out = Path(out_dir)
+        pred_dir = out / PREDICTIONS_DIR
+        pred_dir.mkdir(parents=True, exist_ok=True)
+
+        from panoptic_detr.data.formats.coco_panoptic import write_id_png
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = stack.enter_context(tqdm(total=len(annotations), desc=f"evaluate {split}", unit="img"))
+        stat = PQStat()
+        pred_anns: list[dict] = []
+        bbox_results: list[dict] = []
+        segm_results: list[dict] = []
+        bs = max(1, int(batch_size))
+        for start in range(0, len(annotations), bs):
+            chunk = annotations[start : start + bs]
+            batch = []
+            for ann in chunk:
+                img = images[ann["image_id"]]
+                hw = (img["height"], img["width"]) if "height" in img and "width" in img else None
+                batch.append(_load_split_image(image_dir / img["file_name"], hw))
+            outputs = run(batch)
+            if len(outputs) != len(batch):
+                raise DataError(f"predictor returned {len(outputs)} results for {len(batch)} images")
+            for ann, output in zip(chunk, outputs):
+                id_map = _id_map_numpy(output)
+                segs = segments_json(list(output.segments_info))
+                file_name = Path(images[ann["image_id"]]["file_name"]).stem + ".png"
+                write_id_png(pred_dir / file_name, id_map)
+                pred_ann = {"image_id": ann["image_id"], "file_name": file_name, "segments_info": segs}
+                pred_anns.append(pred_ann)
+                stat.add(
+                    image_pq_stats(ann, pred_ann, gt_dir, pred_dir, cats, gt_name, "predictions", pred_ids=id_map)
+                )
+                if instances is not None and ann["image_id"] in image_id_map:
+                    b, s = segments_to_coco_results(image_id_map[ann["image_id"]], id_map, segs, thing_ids)
+                    bbox_results += b
+                    segm_results += s
+            if bar is not None:
+                bar.update(len(chunk))
+        write_json(
+            out / PREDICTIONS_JSON,
+            {"annotations": pred_anns, "categories": gt["categories"]},
+        )
+
+    panoptic = pq_from_stats(stat, cats)
+    panoptic["num_images"] = len(annotations)
+    metrics: dict[str, Any] = {"panoptic": panoptic}
+    if instances is not None:
+        metrics.update(coco_ap(instances, bbox_results, segm_results, thing_ids))
+    return metrics
+
+
+# ----------------------------------------------------------------------------- table
+def _pct(v: Any) -> str:
+    if v is None or (isinstance(v, float) and (math.isnan(v) or v < 0)):
+        return "-"
+    return f"{100.0 * float(v):.1f}"
+
+
+def format_metrics(metrics: dict, per_class: bool = True) -> str:
+    """A text table: PQ/SQ/RQ for All/Things/Stuff (percent), then AP, then per class."""
+    lines: list[str] = []
+    pan = metrics.get("panoptic")
+    if pan:
+        lines.append(f"{'':10} {'PQ':>6} {'SQ':>6} {'RQ':>6} {'N':>4}")
+        for group in ("All", "Things", "Stuff"):
+            g = pan.get(group)
+            if g is None:
+                continue
+            lines.append(f"{group:10} {_pct(g['pq']):>6} {_pct(g['sq']):>6} {_pct(g['rq']):>6} {g['n']:>4}")
+    ap_rows = [(k, metrics[k]) for k in ("bbox", "segm") if isinstance(metrics.get(k), dict)]
+    if ap_rows:
+        names = [n for n in STAT_NAMES[:6]]
+        lines.append("")
+        lines.append(f"{'':10} " + " ".join(f"{n:>6}" for n in names))
+        for kind, stats in ap_rows:
+            lines.append(f"{kind:10} " + " ".join(f"{_pct(stats.get(n)):>6}" for n in names))
+    if pan and per_class and pan.get("per_class"):
+        lines.append("")
+        width = max(10, *(len(n) for n in pan["per_class"]))
+        lines.append(f"{'class':{width}} {'PQ':>6} {'SQ':>6} {'RQ':>6} {'TP':>6} {'FP':>6} {'FN':>6}")
+        things = {c["name"]: c["isthing"] for c in pan.get("per_category", [])}
+        for name, c in pan["per_class"].items():
+            if c["tp"] + c["fp"] + c["fn"] == 0:
+                pq = sq = rq = "-"
+            else:
+                pq, sq, rq = _pct(c["pq"]), _pct(c["sq"]), _pct(c["rq"])
+            mark = "" if name not in things else (" [thing]" if things[name] else " [stuff]")
+            lines.append(
+                f"{name:{width}} {pq:>6} {sq:>6} {rq:>6} {c['tp']:>6} {c['fp']:>6} {c['fn']:>6}{mark}"
+            )
+    return "\n".join(lines)

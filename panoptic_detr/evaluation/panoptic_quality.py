@@ -1,0 +1,502 @@
+"""Panoptic quality (PQ, SQ, RQ) with the COCO panopticapi's exact rules, vectorised.
+
+The numbers equal those of the panopticapi's `pq_compute` (to floating-point summation
+order) on the same files:
+
+- segment ids come from the PNGs by ``id = R + 256 G + 256^2 B``; id 0 is VOID;
+- a predicted and a ground-truth segment match when they have the same category, the
+  ground truth is not crowd, and ``IoU = intersection / (union - predicted pixels on
+  VOID)`` is strictly above 0.5 (ground-truth areas come from the ground-truth JSON,
+  predicted areas from the prediction PNG, as in the panopticapi);
+- unmatched non-crowd ground truth is a false negative; an unmatched prediction is a false
+  positive unless more than half of it lies on VOID plus the crowd region of its category
+  (like the panopticapi, one crowd region per category and image: the last one listed);
+- per category ``PQ = sum IoU / (TP + FP/2 + FN/2)``, ``SQ = sum IoU / TP``,
+  ``RQ = TP / (TP + FP/2 + FN/2)``, averaged over the categories with TP + FP + FN > 0.
+
+Per image, the pair (ground-truth id, predicted id) of every pixel is packed into one
+64-bit key and counted with a single `np.unique`; everything after that works on the few
+hundred distinct pairs. Images are independent, so `workers > 1` spreads them over threads
+(PNG decoding and numpy's sort release the GIL).
+
+Where the panopticapi raises a bare KeyError (or computes garbage), this module raises a
+one-line `DataError` naming the file, the image id and the segment id.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from panoptic_detr.errors import DataError
+
+VOID = 0
+OFFSET = 256 * 256 * 256  # ids are 24-bit: (gt, pred) pairs are packed as gt * OFFSET + pred
+_ID_MASK = OFFSET - 1
+
+__all__ = [
+    "VOID",
+    "OFFSET",
+    "CategoryStat",
+    "PQStat",
+    "pq_compute",
+    "pq_from_stats",
+    "image_pq_stats",
+    "read_id_png",
+    "load_panoptic_json",
+    "normalise_categories",
+]
+
+
+# ----------------------------------------------------------------------------- statistics
+@dataclass
+class CategoryStat:
+    """Raw counts of one category: true/false positives, false negatives, summed IoU."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    iou: float = 0.0
+
+
+@dataclass
+class PQStat:
+    """Per-category statistics accumulated over images (category id -> CategoryStat)."""
+
+    per_category: dict[int, CategoryStat] = field(default_factory=dict)
+
+    def __getitem__(self, category_id: int) -> CategoryStat:
+        stat = self.per_category.get(category_id)
+        if stat is None:
+            stat = self.per_category[category_id] = CategoryStat()
+        return stat
+
+    def add(self, events: Iterable[tuple[int, int, int, int, float]]) -> None:
+        """Adds the `(category_id, tp, fp, fn, iou)` events of one image, in order."""
+        for cid, tp, fp, fn, iou in events:
+            s = self[cid]
+            s.tp += tp
+            s.fp += fp
+            s.fn += fn
+            s.iou += iou
+
+
+# ----------------------------------------------------------------------------- inputs
+def normalise_categories(categories: Any, where: str = "categories") -> dict[int, dict]:
+    """`{id: {"id", "name", "isthing"}}` in the given order from a list of category dicts,
+    a `{id: dict}` mapping or a `CategoryList`."""
+    if categories is None:
+        raise DataError(f"{where}: no categories")
+    if isinstance(categories, Mapping):
+        items: Iterable = categories.values()
+    else:
+        items = categories
+    out: dict[int, dict] = {}
+    for i, c in enumerate(items):
+        if hasattr(c, "id") and hasattr(c, "isthing") and not isinstance(c, Mapping):
+            cid, name, isthing = int(c.id), str(c.name), bool(c.isthing)
+        else:
+            try:
+                cid = int(c["id"])
+                name = str(c.get("name", f"class_{cid}"))
+                isthing = int(c.get("isthing", 1)) == 1
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{where}: category #{i} has no valid 'id'") from None
+        if cid in out:
+            raise DataError(f"{where}: duplicate category id {cid}")
+        out[cid] = {"id": cid, "name": name, "isthing": isthing}
+    return out
+
+
+def load_panoptic_json(source: Any, what: str) -> tuple[dict, str]:
+    """A COCO-panoptic JSON (path or loaded dict; a bare list is taken as `annotations`)
+    and a name for error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        from panoptic_detr.utils.io import read_json
+
+        data = read_json(source)
+        name = str(source)
+    else:
+        data = source
+        name = f"{what} JSON"
+    if isinstance(data, list):
+        data = {"annotations": data}
+    if not isinstance(data, Mapping) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{name}: no 'annotations' list (not a COCO-panoptic JSON)")
+    return data, name
+
+
+def _read_packed(path: str | os.PathLike, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pixels of an RGB PNG as flat little-endian uint32 ``R + 256 G + 256^2 B + 256^3 X``
+    (X: PIL's padding byte), and (height, width)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode == "RGBA":  # the panopticapi reads the first three channels
+                im = im.convert("RGB")
+            elif im.mode != "RGB":
+                raise DataError(f"{where}: not an RGB panoptic PNG (mode {im.mode})")
+            # PIL keeps RGB pixels as 4 bytes (R, G, B, padding): one copy gives uint32s.
+            raw = np.frombuffer(im.tobytes("raw", "RGBX"), dtype="<u4")
+            return raw, (im.size[1], im.size[0])
+    except FileNotFoundError:
+        raise DataError(f"{where}: file not found") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{where}: cannot read the PNG ({e})") from None
+
+
+def read_id_png(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
+    """Segment ids (uint32 HxW, ``R + 256 G + 256^2 B``) of a panoptic PNG."""
+    where = f"{path}" if image_id is None else f"{path} (image id {image_id})"
+    raw, shape = _read_packed(path, where)
+    return (raw & np.uint32(_ID_MASK)).reshape(shape)
+
+
+def _pair_counts(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (gt id, pred id) pairs of two equally long uint32 arrays (ids in the low 24
+    bits, anything in the high 8) and their pixel counts, sorted by (gt id, pred id).
+
+    Pixels come in runs of the same pair along the rows: find the runs (two compares), then
+    sort and add up only the runs -- a few thousand values instead of every pixel.
+    """
+    n = gt.size
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(gt[1:], gt[:-1], out=change[1:])
+    change[1:] |= pred[1:] != pred[:-1]
+    starts = np.flatnonzero(change)
+    run_length = np.diff(starts, append=n)
+    run_key = (gt[starts].astype(np.uint64) << np.uint64(32)) | pred[starts]
+    order = np.argsort(run_key)
+    run_key = run_key[order]
+    first = np.flatnonzero(np.concatenate(([True], run_key[1:] != run_key[:-1])))
+    keys = run_key[first]
+    counts = np.add.reduceat(run_length[order], first)
+    pair_gt = ((keys >> np.uint64(32)) & np.uint64(_ID_MASK)).astype(np.int64)
+    pair_pred = (keys & np.uint64(_ID_MASK)).astype(np.int64)
+    pad = keys & np.uint64(0xFF000000_FF000000)
+    if pad.size and (pad != pad[0]).any():
+        # the high bytes differ between pixels: merge pairs that differ only there
+        uniq, inverse = np.unique(pair_gt * OFFSET + pair_pred, return_inverse=True)
+        counts = np.bincount(inverse, weights=counts)
+        pair_gt, pair_pred = uniq // OFFSET, uniq % OFFSET
+    return pair_gt, pair_pred, counts.astype(np.int64)
+
+
+def _segments(ann: Mapping, name: str, image_id: Any, kind: str) -> dict[int, tuple[int, bool, Any]]:
+    """`{segment id: (category id, iscrowd, area or None)}` in JSON order, checked."""
+    segs = ann.get("segments_info")
+    if not isinstance(segs, list):
+        raise DataError(f"{name}: image id {image_id}: {kind} annotation has no 'segments_info' list")
+    out: dict[int, tuple[int, bool, Any]] = {}
+    for s in segs:
+        try:
+            sid = int(s["id"])
+            cid = int(s["category_id"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                f"{name}: image id {image_id}: {kind} segment without a valid 'id' and 'category_id': {s!r:.80}"
+            ) from None
+        if sid == VOID:
+            raise DataError(f"{name}: image id {image_id}: {kind} segment id 0 is reserved for VOID")
+        if sid in out:
+            raise DataError(f"{name}: image id {image_id}: {kind} segment id {sid} appears twice")
+        out[sid] = (cid, s.get("iscrowd", 0) == 1, s.get("area"))
+    return out
+
+
+# ----------------------------------------------------------------------------- one image
+def image_pq_stats(
+    gt_ann: Mapping,
+    pred_ann: Mapping,
+    gt_dir: str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    categories: Mapping[int, Any],
+    gt_name: str = "ground-truth JSON",
+    pred_name: str = "prediction JSON",
+    check_gt: bool = True,
+    gt_ids: np.ndarray | None = None,
+    pred_ids: np.ndarray | None = None,
+) -> list[tuple[int, int, int, int, float]]:
+    """The PQ statistics of one image as `(category_id, tp, fp, fn, iou)` events in the
+    panopticapi's order (matches by ascending (gt id, pred id), then false negatives in
+    ground-truth order, then false positives in prediction order).
+
+    `gt_ids` / `pred_ids` (uint32/int HxW id maps) skip reading the PNGs.
+    `check_gt=False` accepts ground truth whose PNG and JSON disagree, exactly as the
+    panopticapi does (PNG ids missing from the JSON are ignored, JSON segments missing
+    from the PNG count as false negatives).
+    """
+    image_id = gt_ann.get("image_id")
+    gt_segms = _segments(gt_ann, gt_name, image_id, "ground-truth")
+    pred_segms = _segments(pred_ann, pred_name, image_id, "predicted")
+
+    if gt_ids is None:
+        gt_file = Path(gt_dir) / _file_name(gt_ann, gt_name, image_id)
+        gt_flat, gt_shape = _read_packed(gt_file, f"{gt_file} (image id {image_id})")
+    else:
+        gt_file = Path(str(gt_ann.get("file_name", "<ground-truth id map>")))
+        gt_flat, gt_shape = np.asarray(gt_ids).astype(np.uint32, copy=False).ravel(), np.shape(gt_ids)
+    if pred_ids is None:
+        pred_file = Path(pred_dir) / _file_name(pred_ann, pred_name, image_id)
+        pred_flat, pred_shape = _read_packed(pred_file, f"{pred_file} (image id {image_id})")
+    else:
+        pred_file = Path(str(pred_ann.get("file_name", "<predicted id map>")))
+        pred_flat, pred_shape = np.asarray(pred_ids).astype(np.uint32, copy=False).ravel(), np.shape(pred_ids)
+    if gt_shape != pred_shape:
+        raise DataError(
+            f"{pred_file}: image id {image_id}: prediction is {pred_shape[1]}x{pred_shape[0]} "
+            f"but the ground truth {gt_file.name} is {gt_shape[1]}x{gt_shape[0]} (width x height)"
+        )
+
+    # One pass over the pixels: count every (gt id, pred id) pair.
+    pair_gt, pair_pred, counts = _pair_counts(gt_flat, pred_flat)
+
+    # Predicted areas from the PNG, and the checks the panopticapi makes.
+    pred_png_ids, inverse = np.unique(pair_pred, return_inverse=True)
+    pred_png_area = np.bincount(inverse, weights=counts).astype(np.int64)
+    pred_area: dict[int, int] = {}
+    for pid, area in zip(pred_png_ids.tolist(), pred_png_area.tolist()):
+        if pid == VOID:
+            continue
+        seg = pred_segms.get(pid)
+        if seg is None:
+            raise DataError(
+                f"{pred_file}: image id {image_id}: segment id {pid} is in the PNG but not in the "
+                f"segments_info of {pred_name}"
+            )
+        if seg[0] not in categories:
+            raise DataError(f"{pred_name}: image id {image_id}: segment id {pid} has unknown category_id {seg[0]}")
+        pred_area[pid] = area
+    missing = [sid for sid in pred_segms if sid not in pred_area]
+    if missing:
+        raise DataError(
+            f"{pred_name}: image id {image_id}: segment id(s) {missing[:10]} in segments_info "
+            f"are not in the PNG {pred_file}"
+        )
+
+    gt_area_png: dict[int, int] = {}
+    if check_gt or any(seg[2] is None for seg in gt_segms.values()):
+        gt_png_ids, inverse = np.unique(pair_gt, return_inverse=True)
+        gt_png_area = np.bincount(inverse, weights=counts).astype(np.int64)
+        gt_area_png = dict(zip(gt_png_ids.tolist(), gt_png_area.tolist()))
+    if check_gt:
+        for gid in gt_area_png:
+            if gid != VOID and gid not in gt_segms:
+                raise DataError(
+                    f"{gt_file}: image id {image_id}: segment id {gid} is in the ground-truth PNG but not in "
+                    f"the segments_info of {gt_name}"
+                )
+        for gid, seg in gt_segms.items():
+            if gid not in gt_area_png:
+                raise DataError(
+                    f"{gt_name}: image id {image_id}: ground-truth segment id {gid} is not in the PNG {gt_file}"
+                )
+            if seg[0] not in categories:
+                raise DataError(
+                    f"{gt_name}: image id {image_id}: ground-truth segment id {gid} has unknown category_id {seg[0]}"
+                )
+
+    # Everything below works on the distinct (gt id, pred id) pairs only.
+    is_void_gt = pair_gt == VOID
+    void_of_pred = dict(zip(pair_pred[is_void_gt].tolist(), counts[is_void_gt].tolist()))
+
+    events: list[tuple[int, int, int, int, float]] = []
+    gt_matched: set[int] = set()
+    pred_matched: set[int] = set()
+    candidates = (~is_void_gt) & (pair_pred != VOID)
+    for gid, pid, inter in zip(
+        pair_gt[candidates].tolist(), pair_pred[candidates].tolist(), counts[candidates].tolist()
+    ):
+        gseg = gt_segms.get(gid)
+        if gseg is None or gseg[1]:  # not in the JSON, or crowd
+            continue
+        category = gseg[0]
+        if category != pred_segms[pid][0]:
+            continue
+        area = gseg[2] if gseg[2] is not None else gt_area_png.get(gid, 0)
+        union = pred_area[pid] + area - inter - void_of_pred.get(pid, 0)
+        iou = inter / union
+        if iou > 0.5:
+            events.append((category, 1, 0, 0, iou))
+            gt_matched.add(gid)
+            pred_matched.add(pid)
+
+    crowd_of_category: dict[int, int] = {}
+    for gid, gseg in gt_segms.items():
+        if gid in gt_matched:
+            continue
+        if gseg[1]:
+            crowd_of_category[gseg[0]] = gid  # one crowd region per category: the last one
+            continue
+        events.append((gseg[0], 0, 0, 1, 0.0))
+
+    if len(pred_matched) < len(pred_segms):
+        # pixels of each prediction on the crowd region of its own category
+        on_crowd: dict[int, int] = {}
+        if crowd_of_category:
+            crowd_ids = np.fromiter(crowd_of_category.values(), dtype=np.int64)
+            sel = np.isin(pair_gt, crowd_ids) & (pair_pred != VOID)
+            for gid, pid, c in zip(pair_gt[sel].tolist(), pair_pred[sel].tolist(), counts[sel].tolist()):
+                if crowd_of_category.get(pred_segms[pid][0]) == gid:
+                    on_crowd[pid] = c
+        for pid, pseg in pred_segms.items():
+            if pid in pred_matched:
+                continue
+            ignored = void_of_pred.get(pid, 0) + on_crowd.get(pid, 0)
+            if ignored / pred_area[pid] > 0.5:
+                continue
+            events.append((pseg[0], 0, 1, 0, 0.0))
+    return events
+
+
+def _file_name(ann: Mapping, name: str, image_id: Any) -> str:
+    fn = ann.get("file_name")
+    if not isinstance(fn, str) or not fn:
+        raise DataError(f"{name}: image id {image_id}: annotation has no 'file_name'")
+    return fn
+
+
+# ----------------------------------------------------------------------------- averages
+def pq_from_stats(stat: PQStat, categories: Mapping[int, Mapping]) -> dict:
+    """The result dict (All/Things/Stuff/per_class/per_category) from accumulated stats."""
+    results: dict[str, Any] = {}
+    per_category: list[dict] = []
+    for cid, info in categories.items():
+        s = stat.per_category.get(cid, CategoryStat())
+        denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
+        if s.tp + s.fp + s.fn == 0:
+            pq = sq = rq = 0.0
+        else:
+            pq = s.iou / denom
+            sq = s.iou / s.tp if s.tp != 0 else 0.0
+            rq = s.tp / denom
+        per_category.append(
+            {
+                "id": cid,
+                "name": info["name"],
+                "isthing": bool(info["isthing"]),
+                "pq": pq,
+                "sq": sq,
+                "rq": rq,
+                "tp": s.tp,
+                "fp": s.fp,
+                "fn": s.fn,
+                "iou": s.iou,
+            }
+        )
+    for group, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+        pq = sq = rq = 0.0
+        n = 0
+        for c in per_category:
+            if isthing is not None and c["isthing"] != isthing:
+                continue
+            if c["tp"] + c["fp"] + c["fn"] == 0:
+                continue
+            n += 1
+            pq += c["pq"]
+            sq += c["sq"]
+            rq += c["rq"]
+        results[group] = {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n} if n else {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
+    per_class: dict[str, dict] = {}
+    for c in per_category:
+        name = c["name"] if c["name"] not in per_class else f"{c['name']} (id {c['id']})"
+        per_class[name] = {k: c[k] for k in ("pq", "sq", "rq", "tp", "fp", "fn")}
+    results["per_class"] = per_class
+    results["per_category"] = per_category
+    return results
+
+
+# ----------------------------------------------------------------------------- entry point
+def pq_compute(
+    gt_json: Any,
+    gt_dir: str | os.PathLike,
+    pred_json: Any,
+    pred_dir: str | os.PathLike,
+    categories: Any = None,
+    workers: int | None = None,
+    check_gt: bool = True,
+    progress: bool = False,
+) -> dict:
+    """PQ/SQ/RQ for All, Things, Stuff and per class, as the COCO panopticapi computes them.
+
+    `gt_json` / `pred_json`: paths to COCO-panoptic JSON files or loaded dicts (the
+    predictions in the COCO-panoptic results format: `annotations` with `image_id`,
+    `file_name`, `segments_info`). `gt_dir` / `pred_dir`: folders of the PNGs.
+    `categories` (default: the ground truth's) decides the classes, their names and
+    things/stuff. Every ground-truth image needs a prediction (matched by `image_id`);
+    predictions for other images are ignored. `workers` threads score the images (default:
+    up to 8, one per CPU); the result does not depend on it.
+
+    Returns ``{"All"|"Things"|"Stuff": {pq, sq, rq, n}, "per_class": {name: {pq, sq, rq,
+    tp, fp, fn}}, "per_category": [{id, name, isthing, pq, sq, rq, tp, fp, fn, iou}],
+    "num_images": N}`` with fractions in 0..1; a group with no category present has
+    ``n = 0`` and zeros.
+    """
+    gt, gt_name = load_panoptic_json(gt_json, "ground-truth")
+    pred, pred_name = load_panoptic_json(pred_json, "prediction")
+    if categories is None:
+        if not isinstance(gt.get("categories"), list):
+            raise DataError(f"{gt_name}: no 'categories' list")
+        categories = gt["categories"]
+    cats = normalise_categories(categories, where=gt_name)
+    for d, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
+        if not Path(d).is_dir():
+            raise DataError(f"{d}: {what} PNG folder not found")
+
+    pred_by_image: dict[Any, Mapping] = {}
+    for i, ann in enumerate(pred["annotations"]):
+        if not isinstance(ann, Mapping) or "image_id" not in ann:
+            raise DataError(f"{pred_name}: annotation #{i} has no 'image_id'")
+        pred_by_image[ann["image_id"]] = ann
+    pairs = []
+    for i, ann in enumerate(gt["annotations"]):
+        if not isinstance(ann, Mapping) or "image_id" not in ann:
+            raise DataError(f"{gt_name}: annotation #{i} has no 'image_id'")
+        p = pred_by_image.get(ann["image_id"])
+        if p is None:
+            raise DataError(f"{pred_name}: no prediction for the image with id {ann['image_id']} ({gt_name})")
+        pairs.append((ann, p))
+
+    def one(pair):
+        return image_pq_stats(pair[0], pair[1], gt_dir, pred_dir, cats, gt_name, pred_name, check_gt)
+
+    stat = PQStat()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pairs), desc="PQ", unit="img", leave=False)
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    workers = max(1, int(workers))
+    if workers == 1 or len(pairs) < 2:
+        it = map(one, pairs)
+        pool = None
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        it = pool.map(one, pairs)
+    try:
+        for events in it:  # accumulate in image order: deterministic sums
+            stat.add(events)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+
+    results = pq_from_stats(stat, cats)
+    results["num_images"] = len(pairs)
+    return results

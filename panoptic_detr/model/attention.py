@@ -1,0 +1,99 @@
+"""Recording attention maps (for `explain`) without slowing down the normal forward.
+
+Outside `model_attention(...)` the transformer calls its attention layers with
+`need_weights=False` and nothing is recorded. Inside, the chosen layers also compute their
+softmax weights *on the side* from the same inputs and parameters, so the model's outputs are
+bit-for-bit the ones of the fast path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class AttentionRecord:
+    """What one forward recorded (the last forward run inside the context).
+
+    encoder: [B, HW, HW] self-attention of the last encoder layer (of every layer with
+        `all_encoder_layers=True`), averaged over heads; rows are queries, columns keys.
+    decoder: [B, Q, HW] cross-attention of each decoder layer, averaged over heads.
+    mask_attention: [B, Q, nheads, h, w] the mask head's `bbox_attention` maps (panoptic models).
+    feature_size: (h, w) of the stride-32 (stride-16 for DC5) feature grid; HW = h * w.
+    padding_mask: [B, h, w] bool, True = padding.
+    """
+
+    encoder: list[Tensor] = field(default_factory=list)
+    decoder: list[Tensor] = field(default_factory=list)
+    mask_attention: Tensor | None = None
+    feature_size: tuple[int, int] | None = None
+    padding_mask: Tensor | None = None
+
+    def reset(self) -> None:
+        self.encoder.clear()
+        self.decoder.clear()
+        self.mask_attention = None
+        self.feature_size = None
+        self.padding_mask = None
+
+
+def attention_weights(attn: nn.MultiheadAttention, query: Tensor, key: Tensor,
+                      key_padding_mask: Tensor | None = None) -> Tensor:
+    """Softmax weights of a batch-first `nn.MultiheadAttention`, averaged over heads: [B, Lq, Lk].
+
+    Recomputed from the packed in_proj parameters, exactly as the attention computes them
+    (scaled dot product of the projected q and k, padding keys excluded).
+    """
+    d, h = attn.embed_dim, attn.num_heads
+    hd = d // h
+    w_q, w_k, _ = attn.in_proj_weight.split(d)
+    b_q, b_k, _ = attn.in_proj_bias.split(d) if attn.in_proj_bias is not None else (None, None, None)
+    with torch.no_grad():
+        q = F.linear(query, w_q, b_q)
+        k = F.linear(key, w_k, b_k)
+        b, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+        q = q.view(b, lq, h, hd).transpose(1, 2)
+        k = k.view(b, lk, h, hd).transpose(1, 2)
+        scores = (q * hd**-0.5) @ k.transpose(-2, -1)  # [B, h, Lq, Lk]
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        return scores.softmax(-1).mean(1)
+
+
+def _parts(model: nn.Module):
+    """(detr, transformer, bbox_attention or None) of a DETR or DETRsegm model."""
+    detr = getattr(model, "detr", model)
+    transformer = getattr(detr, "transformer", None)
+    if transformer is None:
+        raise TypeError(f"model_attention: {type(model).__name__} is not a DETR model")
+    return detr, transformer, getattr(model, "bbox_attention", None)
+
+
+@contextlib.contextmanager
+def model_attention(model: nn.Module, all_encoder_layers: bool = False) -> Iterator[AttentionRecord]:
+    """`with model_attention(model) as rec: model(images)` then read `rec.encoder[-1]`, ...
+
+    Records the last encoder layer's self-attention (every layer's with
+    `all_encoder_layers`), every decoder layer's cross-attention and, for panoptic models, the
+    mask head's attention maps. The model's outputs are unchanged.
+    """
+    detr, transformer, bbox_attention = _parts(model)
+    rec = AttentionRecord()
+    enc_layers = list(transformer.encoder.layers)
+    watched = [detr, *(enc_layers if all_encoder_layers else enc_layers[-1:]), *transformer.decoder.layers]
+    if bbox_attention is not None:
+        watched.append(bbox_attention)
+    previous = [getattr(m, "recorder", None) for m in watched]
+    for m in watched:
+        m.recorder = rec
+    try:
+        yield rec
+    finally:
+        for m, p in zip(watched, previous):
+            m.recorder = p

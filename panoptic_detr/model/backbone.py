@@ -1,0 +1,231 @@
+"""The ResNet backbone of DETR, with torchvision's parameter names (torchvision is not used).
+
+Keys of the official checkpoints: `backbone.0.body.{conv1,bn1,layer1..layer4}.*`, where
+`backbone` is a `Joiner(Backbone, PositionEmbeddingSine)` and `body` is the ResNet trunk up
+to layer4 (no avgpool / fc), as torchvision's IntermediateLayerGetter leaves it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from panoptic_detr.model.config import RESNETS
+from panoptic_detr.model.nested_tensor import NestedTensor
+from panoptic_detr.model.position_encoding import PositionEmbeddingSine
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters, all stored as buffers.
+
+    y = x * scale + shift with scale = weight * rsqrt(running_var + 1e-5) and
+    shift = bias - running_mean * scale. The eps is added before rsqrt, as DETR does (without
+    it, backbones other than the torchvision ResNets can produce NaNs).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Checkpoints made from a regular BatchNorm2d carry a counter that means nothing here.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+
+
+def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 dilation: int = 1, norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d):
+        super().__init__()
+        if dilation != 1:
+            raise ValueError("BasicBlock has no dilation (as torchvision's)")
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (ResNet-50/101). The stride sits on the 3x3 conv (ResNet v1.5)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 dilation: int = 1, norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d):
+        super().__init__()
+        self.conv1 = _conv1x1(inplanes, planes)
+        self.bn1 = norm_layer(planes)
+        self.conv2 = _conv3x3(planes, planes, stride, dilation)
+        self.bn2 = norm_layer(planes)
+        self.conv3 = _conv1x1(planes, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """The ResNet trunk (stem + 4 stages) returning the four stage outputs (strides 4, 8, 16, 32).
+
+    `dilate_last` (DC5) replaces layer4's stride by dilation 2, following torchvision: the first
+    block of layer4 keeps dilation 1 (and stride 1), the later blocks use dilation 2.
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, ...], dilate_last: bool = False,
+                 norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d):
+        super().__init__()
+        self._norm_layer = norm_layer
+        self.inplanes = 64
+        self.dilation = 1
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=dilate_last)
+        self.out_channels = [64 * block.expansion * 2**i for i in range(4)]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                _conv1x1(self.inplanes, planes * block.expansion, stride),
+                self._norm_layer(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, previous_dilation, self._norm_layer)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, dilation=self.dilation, norm_layer=self._norm_layer)
+                   for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+
+def resnet(name: str, dilation: bool = False, frozen_bn: bool = True) -> ResNet:
+    kind, depths = RESNETS[name]
+    block = BasicBlock if kind == "basic" else Bottleneck
+    return ResNet(block, depths, dilate_last=dilation, norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+
+
+class Backbone(nn.Module):
+    """ResNet `body` returning layer1..layer4 as NestedTensors, each with its own padding mask.
+
+    conv1, bn1 and layer1 never train (requires_grad False), as in DETR; layer2-4 train when
+    `train_backbone`. The masks are the image mask resized to each feature map with nearest
+    interpolation.
+    """
+
+    def __init__(self, name: str = "resnet50", dilation: bool = False, frozen_bn: bool = True,
+                 train_backbone: bool = True):
+        super().__init__()
+        self.body = resnet(name, dilation, frozen_bn)
+        for pname, p in self.body.named_parameters():
+            if not train_backbone or not pname.startswith(("layer2.", "layer3.", "layer4.")):
+                p.requires_grad_(False)
+        self.channels = list(self.body.out_channels)  # layer1..layer4
+        self.strides = [4, 8, 16, 16 if dilation else 32]
+        self.num_channels = self.channels[-1]
+        self.channels_last = False  # see set_channels_last
+
+    def set_channels_last(self, enabled: bool = True) -> "Backbone":
+        """Run the convolutions in channels_last memory format (often faster on CPU and GPU).
+
+        Only the memory layout changes: values, keys and shapes are the same.
+        """
+        self.channels_last = enabled
+        self.body.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return self
+
+    def forward(self, samples: NestedTensor) -> list[NestedTensor]:
+        x = samples.tensors
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = self.body(x)
+        out = []
+        for f in feats:
+            if self.channels_last:
+                f = f.contiguous()
+            mask = F.interpolate(samples.mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0]
+            out.append(NestedTensor(f, mask))
+        return out
+
+
+class Joiner(nn.Sequential):
+    """`Joiner(backbone, position_embedding)`: index 0 is the backbone (keys `backbone.0.*`)."""
+
+    def __init__(self, backbone: Backbone, position_embedding: PositionEmbeddingSine):
+        super().__init__(backbone, position_embedding)
+        self.num_channels = backbone.num_channels
+        self.channels = backbone.channels
+        self.strides = backbone.strides
+
+    def forward(self, samples: NestedTensor) -> tuple[list[NestedTensor], Tensor]:
+        """-> (layer1..layer4 features, positional encoding of the last level [B, d, h, w])."""
+        features = self[0](samples)
+        last = features[-1]
+        # Only the last level feeds the transformer, so only its encoding is computed.
+        pos = self[1](last.mask).to(last.tensors.dtype)
+        return features, pos
+
+
+def build_backbone(name: str, dilation: bool, frozen_bn: bool, hidden_dim: int, train_backbone: bool = True) -> Joiner:
+    return Joiner(Backbone(name, dilation, frozen_bn, train_backbone), PositionEmbeddingSine(hidden_dim // 2))

@@ -1,0 +1,209 @@
+"""Figures 3 and 4: where each query slot looks over many images, and which queries fired.
+
+Figure 3 follows the DETR paper's slot analysis: every predicted box centre of a query
+over a set of images is a dot, coloured by the box's size and shape (green small, red
+large and horizontal, blue large and vertical).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
+from matplotlib.lines import Line2D
+from matplotlib.patches import ConnectionPatch, Rectangle
+
+from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.viz.figures import (
+    LABEL_SIZE,
+    SUBTITLE_SIZE,
+    TICK_SIZE,
+    TITLE_SIZE,
+    add_colorbar,
+    as_uint8_image,
+    category_color,
+    category_name,
+    draw_box,
+    grid_shape,
+    image_axes,
+    new_figure,
+    query_grid_shape,
+    text_color_for,
+)
+
+GREEN = np.array([0.10, 0.70, 0.15])
+RED = np.array([0.90, 0.10, 0.10])
+BLUE = np.array([0.10, 0.25, 0.95])
+
+
+def box_size_colors(w, h, large: float = 0.5) -> np.ndarray:
+    """RGB colours [N, 3] for boxes of normalised size (w, h).
+
+    The size s = sqrt(w*h) / `large` (clipped to 1) blends green (small) into a mix of
+    red and blue given by the box's shape: red for wide boxes, blue for tall ones.
+    """
+    w = np.clip(np.asarray(w, dtype=np.float64).reshape(-1), 0, None)
+    h = np.clip(np.asarray(h, dtype=np.float64).reshape(-1), 0, None)
+    s = np.clip(np.sqrt(w * h) / large, 0.0, 1.0)[:, None]
+    horizontal = (w / np.maximum(w + h, 1e-12))[:, None]
+    # sharpen the horizontal/vertical split so that near-square boxes are not all purple
+    horizontal = np.clip((horizontal - 0.5) * 2.0 + 0.5, 0.0, 1.0)
+    big = horizontal * RED + (1.0 - horizontal) * BLUE
+    return np.clip((1.0 - s) * GREEN + s * big, 0.0, 1.0)
+
+
+def query_boxes_figure(
+    boxes: np.ndarray,
+    queries: Sequence[int] | int = 20,
+    scores: np.ndarray | None = None,
+    min_score: float = 0.0,
+    title: str | None = None,
+    max_cols: int = 5,
+) -> Figure:
+    """Figure 3: one panel per query with its predicted box centres over all images.
+
+    `boxes` is [N_images, Q, 4] (cx, cy, w, h, normalised by the image size); `queries`
+    the query indices to show (or how many, from query 0); `scores` [N_images, Q] and
+    `min_score` optionally drop low-confidence predictions.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be [N_images, Q, 4], got {list(boxes.shape)}")
+    n_img, Q = boxes.shape[:2]
+    if isinstance(queries, (int, np.integer)):
+        queries = list(range(min(int(queries), Q)))
+    queries = [int(q) for q in queries]
+    n = len(queries)
+    rows, cols = grid_shape(n, max_cols)
+    panel = 2.7
+    fig = new_figure(cols * panel + 0.6, rows * (panel + 0.35) + 1.6)
+    top = 1 - 1.0 / fig.get_figheight()
+    gs = GridSpec(rows, cols, figure=fig, left=0.06, right=0.98, top=top, bottom=0.85 / fig.get_figheight(),
+                  wspace=0.15, hspace=0.35)
+    fig.suptitle(title or f"Where the queries look: predicted box centres of {n} of {Q} queries over "
+                 f"{n_img} image{'s' if n_img != 1 else ''}", fontsize=TITLE_SIZE, fontweight="bold")
+    for i, q in enumerate(queries):
+        ax = fig.add_subplot(gs[i // cols, i % cols])
+        b = boxes[:, q]
+        keep = np.ones(n_img, dtype=bool)
+        if scores is not None and min_score > 0:
+            keep = np.asarray(scores)[:, q] >= min_score
+        b = b[keep]
+        colors = box_size_colors(b[:, 2], b[:, 3])
+        ax.scatter(b[:, 0], b[:, 1], s=14 if len(b) < 200 else 6, c=colors, alpha=0.75, linewidths=0)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(1, 0)
+        ax.set_facecolor("#f7f7f7")
+        ax.set_aspect("equal")
+        ax.set_title(f"query {q} ({len(b)} boxes)", fontsize=SUBTITLE_SIZE - 1)
+        ax.tick_params(labelsize=TICK_SIZE - 1)
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_yticks([0, 0.5, 1])
+        if i % cols == 0:
+            ax.set_ylabel("centre y / image height", fontsize=TICK_SIZE)
+        else:
+            ax.set_yticklabels([])
+        if i // cols == rows - 1 or i + cols >= n:
+            ax.set_xlabel("centre x / image width", fontsize=TICK_SIZE)
+        else:
+            ax.set_xticklabels([])
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=GREEN, markersize=9, label="small box"),
+        Line2D([], [], marker="o", linestyle="", color=RED, markersize=9, label="large, horizontal box"),
+        Line2D([], [], marker="o", linestyle="", color=BLUE, markersize=9, label="large, vertical box"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=LABEL_SIZE, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    return fig
+
+
+def active_queries_figure(
+    image,
+    num_queries: int,
+    fired: Sequence[dict],
+    categories: CategoryList | None = None,
+    query_scores: np.ndarray | None = None,
+    threshold: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Figure 4: all query slots on a near-square grid (10x10 for 100), fired ones linked to
+    the objects they found.
+
+    `fired` lists dicts with `query`, `category_id`, `score` and `box` (x0, y0, x1, y1 in
+    original pixels). `query_scores` [Q] (each query's best object probability) shades
+    the slots that did not fire.
+    """
+    image = as_uint8_image(image)
+    H, W = image.shape[:2]
+    rows, cols = query_grid_shape(num_queries)
+    grid_w = 6.0
+    cell = grid_w / cols
+    grid_h = cell * rows
+    img_w = 7.5
+    img_h = img_w * H / max(W, 1)
+    fig_h = max(grid_h + 2.4, img_h + 1.3)
+    fig = new_figure(grid_w + img_w + 2.6, fig_h)
+    fig.suptitle(title or f"Active queries: {len(fired)} of {num_queries} fired"
+                 + (f" (score > {threshold:g})" if threshold is not None else ""),
+                 fontsize=TITLE_SIZE, fontweight="bold")
+    fh = fig.get_figheight()
+    fw = fig.get_figwidth()
+    # query grid on the left, image on the right (positions in figure fractions)
+    ax_q = fig.add_axes((0.6 / fw, (fh - 1.0 - grid_h) / fh, grid_w / fw, grid_h / fh))
+    ax_i = fig.add_axes(((grid_w + 1.9) / fw, (fh - 1.0 - img_h) / fh, img_w / fw, img_h / fh))
+
+    shades = np.zeros(num_queries) if query_scores is None else np.asarray(query_scores, dtype=np.float64)
+    grid = np.full((rows, cols), np.nan)
+    for q in range(num_queries):
+        grid[q // cols, q % cols] = shades[q]
+    im = ax_q.imshow(grid, cmap="Greys", vmin=0.0, vmax=1.0, extent=(0, cols, rows, 0), interpolation="nearest")
+    fired_by_q = {int(f["query"]): f for f in fired}
+    font = max(5.0, min(10.0, 75.0 / cols))
+    for q in range(num_queries):
+        r, c = divmod(q, cols)
+        f = fired_by_q.get(q)
+        if f is not None:
+            color = category_color(categories, f["category_id"])
+            ax_q.add_patch(Rectangle((c, r), 1, 1, facecolor=color, edgecolor="black", linewidth=1.5))
+            name = category_name(categories, f["category_id"])
+            short = name if len(name) <= 9 else name[:8] + "."
+            ax_q.text(c + 0.5, r + 0.5, f"{q}\n{short}" if cols <= 12 else f"{q}", ha="center", va="center",
+                      fontsize=font, color=text_color_for(color), fontweight="bold")
+        else:
+            ax_q.text(c + 0.5, r + 0.5, str(q), ha="center", va="center", fontsize=font,
+                      color="black" if shades[q] < 0.5 else "white", alpha=0.6)
+    for k in range(cols + 1):
+        ax_q.axvline(k, color="0.75", linewidth=0.5)
+    for k in range(rows + 1):
+        ax_q.axhline(k, color="0.75", linewidth=0.5)
+    ax_q.set_xlim(0, cols)
+    ax_q.set_ylim(rows, 0)
+    ax_q.set_xticks(np.arange(cols) + 0.5, [str(c) for c in range(cols)], fontsize=TICK_SIZE)
+    ax_q.set_yticks(np.arange(rows) + 0.5, [str(r * cols) for r in range(rows)], fontsize=TICK_SIZE)
+    ax_q.set_xlabel("query index (column offset)", fontsize=LABEL_SIZE)
+    ax_q.set_ylabel("query index (row start)", fontsize=LABEL_SIZE)
+    ax_q.set_title(f"{num_queries} query slots ({rows}x{cols})", fontsize=SUBTITLE_SIZE)
+    cax = fig.add_axes((0.6 / fw, (fh - 1.0 - grid_h - 0.85) / fh, grid_w / fw, 0.15 / fh))
+    cb = fig.colorbar(im, cax=cax, orientation="horizontal")
+    cb.set_label("best object-class probability of slots that did not fire", fontsize=TICK_SIZE + 1)
+    cb.ax.tick_params(labelsize=TICK_SIZE)
+
+    image_axes(ax_i, image, "Objects found by the fired queries")
+    for f in sorted(fired, key=lambda f: -float(f["score"])):
+        q = int(f["query"])
+        color = category_color(categories, f["category_id"])
+        x0, y0, x1, y1 = (float(v) for v in f["box"])
+        draw_box(ax_i, (x0, y0, x1, y1), color,
+                 f"q{q} {category_name(categories, f['category_id'])} {float(f['score']):.2f}")
+        r, c = divmod(q, cols)
+        con = ConnectionPatch(xyA=(c + 1.0, r + 0.5), coordsA=ax_q.transData,
+                              xyB=(min(max((x0 + x1) / 2, 0), W), min(max((y0 + y1) / 2, 0), H)),
+                              coordsB=ax_i.transData, color=color, linewidth=1.3, alpha=0.85,
+                              arrowstyle="-|>", mutation_scale=10)
+        fig.add_artist(con)
+    return fig
+
+
+__all__ = ["box_size_colors", "query_boxes_figure", "active_queries_figure", "add_colorbar"]

@@ -1,0 +1,95 @@
+"""`panoptic-detr explain` and `explain-queries` end to end on a saved tiny checkpoint."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explain_support import FIRING, SHORT_SIDE, THRESHOLD, firing_model, scene
+from panoptic_detr.cli import main
+from panoptic_detr.engine.explain import FIGURES, images_of
+from panoptic_detr.viz.html import referenced_images
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from panoptic_detr.model.checkpoint import save_model
+
+    root = tmp_path_factory.mktemp("explain")
+    ckpt = root / "tiny.pth"
+    save_model(ckpt, firing_model())
+    images = root / "images"
+    images.mkdir()
+    Image.fromarray(scene()).save(images / "a.png")
+    Image.fromarray(scene(seed=1)[:, ::-1]).save(images / "b.jpg")
+    return root, ckpt, images
+
+
+def test_explain_writes_all_figures_and_an_offline_page(workspace, capsys):
+    root, ckpt, images = workspace
+    out = root / "out"
+    code = main(["explain", str(ckpt), str(images / "a.png"), "--out", str(out), "--threshold", str(THRESHOLD),
+                 "--short-side", str(SHORT_SIDE), "--queries", "8", "--points", "20,20", "150,100"])
+    assert code == 0, capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f for f, _, _ in FIGURES.values()] + ["index.html"])
+    for f, _, _ in FIGURES.values():
+        with Image.open(out / f) as im:
+            assert im.format == "PNG" and min(im.size) > 300
+    page = (out / "index.html").read_text()
+    srcs = referenced_images(page)
+    assert sorted(srcs) == sorted(f for f, _, _ in FIGURES.values())
+    for s in srcs:
+        assert not Path(s).is_absolute() and (out / s).is_file()
+    assert "http://" not in page and "https://" not in page  # nothing remote: works offline
+    for _, heading, _ in FIGURES.values():
+        assert heading in page
+    for q in FIRING:  # the detected objects are listed
+        assert f"<td>{q}</td>" in page
+    # the query figure used both images of the folder plus crops of the image
+    assert "plus 6 crops of this image" in page
+    assert capsys.readouterr().out.strip().endswith("index.html")
+
+
+def test_explain_refuses_bad_input(workspace, capsys):
+    root, ckpt, images = workspace
+    base = ["explain", str(ckpt), str(images / "a.png"), "--short-side", str(SHORT_SIDE)]
+    assert main(base + ["--out", str(root / "bad1"), "--points", "5000,10"]) == 2
+    assert "outside the 200 x 150 image" in capsys.readouterr().err
+    assert not (root / "bad1").exists()
+    with pytest.raises(SystemExit):
+        main(base + ["--out", str(root / "bad2"), "--points", "12"])
+    capsys.readouterr()
+    (root / "exists").mkdir()
+    assert main(base + ["--out", str(root / "exists")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--overwrite" in err and "Traceback" not in err
+    assert main(["explain", str(ckpt), str(root / "missing.png"), "--out", str(root / "bad3")]) == 2
+
+
+def test_explain_queries_over_a_folder(workspace, capsys):
+    root, ckpt, images = workspace
+    out = root / "queries"
+    assert main(["explain-queries", str(ckpt), str(images), "--out", str(out), "--queries", "6",
+                 "--short-side", "96", "--quiet"]) == 0
+    fig = FIGURES["queries"][0]
+    assert (out / fig).is_file() and (out / "index.html").is_file()
+    assert referenced_images((out / "index.html").read_text()) == [fig]
+    data = np.load(out / "query_boxes.npz")
+    assert data["boxes"].shape == (2, 20, 4) and data["scores"].shape == (2, 20)
+    assert [Path(p).name for p in data["images"]] == ["a.png", "b.jpg"]
+
+
+def test_images_of_a_prepared_dataset(tmp_path):
+    from panoptic_detr.errors import PanopticDetrError
+
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "dataset.yaml").write_text("name: x\n")
+    Image.fromarray(scene()).save(tmp_path / "images" / "val" / "x.png")
+    assert [p.name for p in images_of(tmp_path, "val")] == ["x.png"]
+    with pytest.raises(PanopticDetrError, match="no split 'train'"):
+        images_of(tmp_path, "train")
+    with pytest.raises(PanopticDetrError, match="not found"):
+        images_of(tmp_path / "nope")
