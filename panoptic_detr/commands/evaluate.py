@@ -1,7 +1,7 @@
 """`panoptic-detr evaluate`: PQ (COCO panopticapi rules) and box / mask AP.
 
     panoptic-detr evaluate CKPT DATASET [--split val] [--out DIR] [--threshold T]
-                           [--batch-size N] [--device DEV]
+                           [--batch-size N] [--device DEV] [--short-side S] [--max-size M]
     panoptic-detr evaluate --predictions PRED_JSON PRED_DIR --ground-truth GT_JSON GT_DIR
                            [--instances INSTANCES_JSON] [--out DIR]
 
@@ -37,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.85, help="query score threshold (default: 0.85)")
     parser.add_argument("--batch-size", type=int, default=2, help="images per forward (default: 2)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--short-side", type=int, default=800, help="resize the short image side to this (default: 800)")
+    parser.add_argument("--max-size", type=int, default=1333, help="longest image side after resizing (default: 1333)")
     parser.add_argument("--workers", type=int, default=None, help="threads for scoring prediction files")
     parser.add_argument("--no-per-class", action="store_true", help="print only the summary rows")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             device=args.device,
             progress=not args.no_progress,
+            short_side=args.short_side,
+            max_size=args.max_size,
         )
     print(format_metrics(metrics, per_class=not args.no_per_class))
     if args.out:

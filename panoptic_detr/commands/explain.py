@@ -32,7 +32,9 @@ def configure(p):
                    help="images for the 'where the queries look' figure: a folder or a prepared dataset "
                         "(default: the image's folder)")
     p.add_argument("--split", default="val", help="split of a prepared dataset given to --query-images (default val)")
-    p.add_argument("--max-images", type=int, default=16, help="images used for that figure (default 16)")
+    p.add_argument("--max-images", type=int, default=8, help="images used for that figure, at half the short side "
+                                                           "(default 8; crops of the image fill in when fewer)")
+    p.add_argument("--dpi", type=int, default=110, help="resolution of the PNG figures (default 110)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -46,6 +48,8 @@ def run(args):
     check_common(args)
     if not 0.0 <= args.threshold < 1.0:
         raise PanopticDetrError(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.max_images < 1:
+        raise PanopticDetrError(f"--max-images must be at least 1, got {args.max_images}")
     if not args.image.is_file():
         raise PanopticDetrError(f"{args.image}: image not found")
     model = load(args)
@@ -53,6 +57,7 @@ def run(args):
         model, args.image, args.out, points=args.points, num_queries=args.queries, threshold=args.threshold,
         short_side=args.short_side, max_size=args.max_size, query_images=args.query_images, split=args.split,
         max_images=args.max_images, device=args.device, overwrite=args.overwrite, source=str(args.checkpoint),
+        dpi=args.dpi,
     )
     print(index)
     return 0

@@ -14,6 +14,7 @@ def configure(p):
     p.add_argument("--max-images", type=int, default=200, help="use at most this many images (default 200; 0 = all)")
     p.add_argument("--short-side", type=int, default=800, help="resize the short image side to this (default 800)")
     p.add_argument("--max-size", type=int, default=1333, help="longest image side after resizing (default 1333)")
+    p.add_argument("--dpi", type=int, default=110, help="resolution of the PNG figures (default 110)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -30,6 +31,8 @@ def check_common(args) -> None:
         raise PanopticDetrError(f"--queries must be at least 1, got {args.queries}")
     if args.short_side < 1 or args.max_size < 1:
         raise PanopticDetrError("--short-side and --max-size must be positive")
+    if not 20 <= args.dpi <= 600:
+        raise PanopticDetrError(f"--dpi must be between 20 and 600, got {args.dpi}")
     if args.max_images < 0:
         raise PanopticDetrError(f"--max-images must be 0 or more, got {args.max_images}")
     if args.out.exists() and not args.overwrite:
@@ -63,7 +66,7 @@ def run(args):
     index = explain_queries_to_folder(
         model, args.data, args.out, num_queries=args.queries, split=args.split, max_images=args.max_images or None,
         short_side=args.short_side, max_size=args.max_size, device=args.device, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, dpi=args.dpi,
     )
     print(index)
     return 0

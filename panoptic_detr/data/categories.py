@@ -2,7 +2,8 @@
 
 Convention (the official DETR one): a category's id *is* the model's class index.
 Prepared datasets number their categories 1..C contiguously (things first, in class-map
-order, then stuff groups, then `misc`), index 0 is never used, so a model for such a
+order, then the stuff groups in map order, `misc` where the map lists it), index 0 is
+never used, so a model for such a
 dataset has `num_classes = C + 1` and its "no object" class is index `num_classes`.
 Official COCO checkpoints use the COCO ids (max 200) with `num_classes = 250`.
 """

@@ -231,11 +231,13 @@ class ClassMap:
         extra = sorted(set(self._fold) | set(self.aliases) | set(self.folder_aliases))
         return self.class_names + extra
 
-    def unknown_message(self, name: str, n: int = 60) -> str:
-        known = self.known_names()
-        s = ", ".join(known[:n]) + (f", ... ({len(known)} in all)" if len(known) > n else "")
+    def unknown_message(self, name: str) -> str:
+        """'unknown category ...; known: <class names>' (one line)."""
+        extra = len(set(self._fold) | set(self.aliases) | set(self.folder_aliases))
+        folded = f"; plus {extra} names the map folds into them" if extra else ""
         misc = f"; COCO thing names fold into '{self.misc}'" if self.misc else ""
-        return f"unknown category '{name}' (not in class map {self.source}); known: {s}{misc}"
+        return (f"unknown category '{name}' (not in class map {self.source}); "
+                f"known: {', '.join(self.class_names)}{folded}{misc}")
 
     def to_dict(self) -> dict:
         """The class map as a YAML-ready mapping (round-trips through `from_dict`)."""

@@ -34,7 +34,8 @@ How each image's id map is made:
 Image ids are 1..N over the whole dataset in file-name order. The train/val split is
 deterministic for (inputs, seed, val ratio) and stratified: every thing class with at
 least 2 images has one in val, then val is filled towards `val_ratio` keeping per-class
-proportions and at least one train image per class.
+proportions (images without things count as one more class) and at least one train
+image per class.
 
 Bad input: every problem is one line naming the file and the item. By default the first
 problem stops the run (exit 2 at the CLI) before anything is written; `check=True` lists
@@ -46,13 +47,12 @@ output is built under a temporary name and renamed at the end (`utils.io.atomic_
 from __future__ import annotations
 
 import io
-import math
 import os
 import random
 import shutil
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -60,6 +60,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import yaml
 from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
 
 from panoptic_detr.data.categories import CategoryList
 from panoptic_detr.data.class_map import IGNORE, ClassMap
@@ -130,7 +131,7 @@ def _stem(name: str) -> str:
 
 
 def _image_header(item: SourceImage) -> tuple[int, int, int]:
-    """(width, height, EXIF orientation) from the file header, as stored on disk."""
+    """(width, height) as displayed (EXIF orientation applied) and the orientation, from the header."""
     if item.image_bytes is not None:
         fh = io.BytesIO(item.image_bytes)
         where = f"{item.source}: embedded imageData"
@@ -237,30 +238,41 @@ def stratified_split(
     def can_move(i: int) -> bool:
         return all(in_train[c] > 1 for c in labels[i])
 
+    # images without things form one more group (-1) for the proportions
+    ext = [lab or frozenset([-1]) for lab in labels]
+    target: Counter = Counter()
+    for lab in ext:
+        for c in lab:
+            target[c] += val_ratio
+    ext_val: Counter = Counter()
+
     def move(i: int) -> None:
         val.add(i)
         for c in labels[i]:
             in_train[c] -= 1
             in_val[c] += 1
+        for c in ext[i]:
+            ext_val[c] += 1
 
+    # 1. one val image for every class with >= 2 images, rarest first; among the
+    #    candidates, the one whose other classes most need val images
     for c in sorted(count, key=lambda c: (count[c], c)):
         if count[c] < 2 or in_val[c] > 0:
             continue
         cands = [i for i in order if c in labels[i] and i not in val]
-        pick = next((i for i in cands if can_move(i)), None)
-        if pick is None:
-            pick = next((i for i in cands if in_train[c] > 1), None)
-        if pick is not None:
-            move(pick)
-    quota = {c: max(1, int(round(count[c] * val_ratio))) for c in count}
+        movable = [i for i in cands if can_move(i)] or [i for i in cands if in_train[c] > 1]
+        if movable:
+            move(max(movable, key=lambda i: sum(target[d] - ext_val[d] for d in ext[i] if d != c)))
+    # 2. fill towards n_val keeping each class's share
     for rule in (
-        lambda i: can_move(i) and all(in_val[c] < quota[c] for c in labels[i]),
-        can_move,
+        lambda i: all(ext_val[c] + 1 <= target[c] + 0.5 for c in ext[i]),
+        lambda i: any(ext_val[c] < target[c] for c in ext[i]),
+        lambda i: True,
     ):
         for i in order:
             if len(val) >= n_val:
                 break
-            if i not in val and rule(i):
+            if i not in val and can_move(i) and rule(i):
                 move(i)
     for i in val:
         splits[i] = "val"
@@ -392,7 +404,10 @@ def prepare(
         for ann in src.annotations:
             target = cmap.resolve(ann.label)
             if target is None:
-                item_probs.append(f"{src.source}: {src.ref} annotation {ann.ann_id}: {cmap.unknown_message(ann.label)}")
+                first = (src.source, ann.label) not in unknown_seen
+                unknown_seen.add((src.source, ann.label))
+                msg = cmap.unknown_message(ann.label) if first else f"unknown category '{ann.label}' (see above)"
+                item_probs.append(f"{src.source}: {src.ref} annotation {ann.ann_id}: {msg}")
                 it.cats.append(None)
                 continue
             if target == IGNORE:
@@ -579,10 +594,13 @@ def prepare(
             img_entry = {"id": it.image_id, "file_name": it.name, "width": w, "height": h}
             pan[it.split][0].append(img_entry)
             pan[it.split][1].append({"image_id": it.image_id, "file_name": png_name, "segments_info": seg_infos})
+            id_map_f = None
             for s in seg_infos:
                 if not cats.by_id[s["category_id"]].isthing:
                     continue
-                rle = encode_mask(id_map == s["id"])
+                if id_map_f is None:
+                    id_map_f = np.asfortranarray(id_map)  # comparisons then stay Fortran-ordered
+                rle = encode_mask(id_map_f == s["id"])
                 inst[it.split].append(
                     {
                         "id": next_ann[0],
@@ -720,7 +738,11 @@ def _build_map(it: _Item, cats: CategoryList, cmap: ClassMap, mode: str, get_tea
         rle = annotation_rle(ann, h, w)
         if rle is None:
             continue
-        masks.append((ann, cat_id, decode_rle(rle)))
+        x, y, bw, bh = (int(v) for v in mask_utils.toBbox(rle))
+        if bw <= 0 or bh <= 0:
+            continue
+        win = (slice(y, y + bh), slice(x, x + bw))  # all of the mask lies in its bbox
+        masks.append((ann, cat_id, decode_rle(rle), win))
 
     # 1. stuff
     if mode == "own":
@@ -753,9 +775,9 @@ def _build_map(it: _Item, cats: CategoryList, cmap: ClassMap, mode: str, get_tea
             raise DataError(f"{src.where}: decoded image is {image.shape[1]}x{image.shape[0]}, expected {w}x{h}")
         if mask_things:
             union = np.zeros((h, w), bool)
-            for _, cat_id, m in masks:
+            for _, cat_id, m, win in masks:
                 if cats.by_id[cat_id].isthing:
-                    union |= m
+                    union[win] |= m[win]
             if union.any():
                 image = image.copy()
                 image[union] = MASK_FILL
@@ -777,14 +799,14 @@ def _build_map(it: _Item, cats: CategoryList, cmap: ClassMap, mode: str, get_tea
         id_map = _relabel(t_map, table)
 
     # 2. annotated objects: stuff classes first, then things (later wins)
-    for ann, cat_id, m in masks:
+    for ann, cat_id, m, win in masks:
         if not cats.by_id[cat_id].isthing:
-            id_map[m] = stuff_id(cat_id)
+            id_map[win][m[win]] = stuff_id(cat_id)
     thing_segs = []
-    for ann, cat_id, m in masks:
+    for ann, cat_id, m, win in masks:
         if cats.by_id[cat_id].isthing:
             sid = new_segment(cat_id, ann.iscrowd)
-            id_map[m] = sid
+            id_map[win][m[win]] = sid
             thing_segs.append((ann, sid))
     if thing_segs:
         present = np.bincount(id_map.ravel(), minlength=len(segs) + 1) if len(segs) < 4096 else None

@@ -46,11 +46,12 @@ from typing import Callable
 import numpy as np
 import yaml
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from panoptic_detr.data.categories import RESOURCES, coco_panoptic_categories
 from panoptic_detr.data.class_map import ClassMap
 from panoptic_detr.data.formats.common import Annotation, annotation_rle, clip_polygon, decode_rle, encode_mask, polygon_area
-from panoptic_detr.data.formats.coco_panoptic import id2rgb, segments_from_id_map
+from panoptic_detr.data.formats.coco_panoptic import segments_from_id_map, write_id_png
 from panoptic_detr.errors import DataError
 from panoptic_detr.utils.io import atomic_dir
 
@@ -660,6 +661,7 @@ class Instance:
     polygons: list  # flat [x1, y1, ...] lists, clipped to the image, rounded to 0.01 px
     full: np.ndarray  # bool [H, W]: the polygons' mask (as pycocotools draws it)
     visible: np.ndarray | None = None  # bool [H, W]: what is not hidden by instances in front
+    window: tuple = (0, 0, 0, 0)  # y0, y1, x0, x1 of the full mask
 
 
 @dataclass
@@ -667,6 +669,14 @@ class Scene:
     image: np.ndarray  # [H, W, 3] uint8
     stuff: np.ndarray  # [H, W] uint8 indices into STUFF_NAMES
     instances: list = field(default_factory=list)  # back to front
+
+
+@functools.lru_cache(maxsize=4)
+def _noise_bank(H, W):
+    """Sensor noise (sigma 2.5), fixed per size; scenes take it at a random offset."""
+    bank = np.random.default_rng(12345).standard_normal((H + 32, W + 32, 3), dtype=np.float32) * 2.5
+    bank.flags.writeable = False
+    return bank
 
 
 @functools.lru_cache(maxsize=4)
@@ -720,10 +730,12 @@ def render_scene(seed: int, index: int, classes=DEMO_CLASSES, size=(256, 320), p
         if not polys:
             continue
         rle = annotation_rle(Annotation(0, cls, "polygons", polys), H, W)
-        full = decode_rle(rle)
-        if full.sum() < 20:
+        x, y, bw, bh = (int(v) for v in mask_utils.toBbox(rle))
+        if mask_utils.area(rle) < 20:
             continue
-        insts.append((Instance(cls, polys, full), shape))
+        inst = Instance(cls, polys, decode_rle(rle))
+        inst.window = (y, y + bh, x, x + bw)
+        insts.append((inst, shape))
     # keep instances that stay visible enough, deciding from the front
     min_px = max(40, int(0.0025 * H * W))
     covered = np.zeros((H, W), bool)
@@ -741,8 +753,7 @@ def render_scene(seed: int, index: int, classes=DEMO_CLASSES, size=(256, 320), p
 
     # paint back to front, each with a contact shadow on what is behind it
     for inst, shape in kept:
-        ys, xs = np.nonzero(inst.full)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        y0, y1, x0, x1 = inst.window
         sw = (x1 - x0) * 0.6
         sy0, sy1 = max(0, int(shape.yb - sw * 0.25)), min(H, int(shape.yb + sw * 0.2) + 1)
         if sy1 > sy0:
@@ -757,12 +768,16 @@ def render_scene(seed: int, index: int, classes=DEMO_CLASSES, size=(256, 320), p
 
     # global light: a soft gradient, a tint, sensor noise
     gx, gy = rng.uniform(-0.12, 0.12, 2)
-    light = 1.0 + gx * (X / W - 0.5) + gy * (Y / H - 0.5)
+    xs = np.arange(W, dtype=np.float32) / W - 0.5
+    ys = np.arange(H, dtype=np.float32) / H - 0.5
     tint = rng.uniform(0.96, 1.04, 3).astype(np.float32) * rng.uniform(0.85, 1.1)
-    img *= light[..., None]
-    img *= tint
-    img += rng.standard_normal((H, W, 3), dtype=np.float32) * 2.5
-    image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    img *= (1.0 + gy * ys)[:, None, None] * tint
+    img *= (1.0 + gx * xs)[None, :, None]
+    bank = _noise_bank(H, W)
+    oy, ox = int(rng.integers(0, 32)), int(rng.integers(0, 32))
+    img += bank[oy : oy + H, ox : ox + W]
+    np.clip(img, 0, 255, out=img)
+    image = (img + 0.5).astype(np.uint8)
     return Scene(image=image, stuff=lab, instances=[i for i, _ in kept])
 
 
@@ -859,7 +874,7 @@ def synth(
             stats = segments_from_id_map(stuff_map)
             segs = [{"id": int(seg_ids[k]), "category_id": stuff_coco_ids[k], "iscrowd": 0, "isthing": 0,
                      "bbox": stats[int(seg_ids[k])]["bbox"], "area": stats[int(seg_ids[k])]["area"]} for k in present]
-            _png(tmp / "stuff" / "panoptic" / f"{out_name}.png", id2rgb(stuff_map))
+            write_id_png(tmp / "stuff" / "panoptic" / f"{out_name}.png", stuff_map)
             stuff_images.append({"id": i + 1, "file_name": rel, "width": W, "height": H})
             stuff_anns.append({"image_id": i + 1, "file_name": f"{out_name}.png", "segments_info": segs})
 
@@ -878,7 +893,7 @@ def synth(
                 tsegs.append({"id": sid, "category_id": cats.by_name[inst.cls].id, "iscrowd": 0})
             tstats = segments_from_id_map(truth)
             tsegs = [dict(s, **tstats[s["id"]]) for s in tsegs if s["id"] in tstats]
-            _png(tmp / "truth" / "panoptic" / f"{out_name}.png", id2rgb(truth))
+            write_id_png(tmp / "truth" / "panoptic" / f"{out_name}.png", truth)
             truth_images.append({"id": i + 1, "file_name": f"{out_name}.png", "source": rel, "width": W, "height": H})
             truth_anns.append({"image_id": i + 1, "file_name": f"{out_name}.png", "segments_info": tsegs})
 

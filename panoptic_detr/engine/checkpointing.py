@@ -11,10 +11,8 @@ Only plain containers and tensors are stored, so it loads with `weights_only=Tru
 
 from __future__ import annotations
 
-import io
 import pickle
 import random
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +76,21 @@ def read_checkpoint_file(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    is_zip = magic == b"PK\x03\x04"
+    if not is_zip and magic[:1] != b"\x80":
+        raise CheckpointError(f"{path}: not a checkpoint (not a PyTorch file)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, io.UnsupportedOperation, OSError) as e:
+    except pickle.UnpicklingError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        low = msg.lower()
-        if "zip" in low or "eof" in low or "central directory" in low or "ran out of input" in low or "failed finding" in low:
-            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({msg})") from None
-        if "weights_only" in low or "unsupported global" in low:
-            raise CheckpointError(f"{path}: checkpoint holds pickled Python objects; refusing to load it ({msg})") from None
-        raise CheckpointError(f"{path}: not a checkpoint ({msg})") from None
+        if "weights only" in msg.lower() or "unsupported global" in str(e).lower():
+            raise CheckpointError(f"{path}: holds pickled Python objects; refusing to load it (weights only)") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({msg[:200]})") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError... for damaged files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {msg[:200]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, expected a dict)")
     return obj

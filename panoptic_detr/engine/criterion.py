@@ -108,6 +108,9 @@ class SetCriterion(nn.Module):
     def loss_boxes(self, outputs, targets, indices, num_boxes):
         batch_idx, src_idx = _src_index(indices)
         src_boxes = outputs["pred_boxes"][batch_idx, src_idx].float()
+        if len(src_boxes) == 0:  # zero, but still connected to the box head (DDP needs its gradients)
+            zero = outputs["pred_boxes"].float().sum() * 0.0
+            return {"loss_bbox": zero, "loss_giou": zero}
         target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src_boxes)
         loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none").sum() / num_boxes
         giou = generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes), elementwise=True)
@@ -125,7 +128,9 @@ class SetCriterion(nn.Module):
         h = max(t["masks"].shape[-2] for t in targets)
         w = max(t["masks"].shape[-1] for t in targets)
         if len(src) == 0:
-            zero = src.sum() * 0.0
+            zero = src.sum() * 0.0  # src is an empty slice of the mask head's output: still connected
+            if "matched_masks" not in outputs:
+                zero = outputs["pred_masks"].float().sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero}
         tgt = torch.zeros((len(src), h, w), dtype=torch.float32, device=src.device)
         k = 0

@@ -122,7 +122,7 @@ class Demo:
                    "--stuff-truth", self.raw / "stuff" / "panoptic.json", self.raw / "stuff" / "panoptic",
                    "--seed", cfg.seed, "--overwrite"]
         if use_base:
-            prepare += ["--stuff-from", cfg.base_model]
+            prepare += ["--stuff-from", cfg.base_model, "--teacher-short-side", cfg.size.split("x")[0]]
         self._run("prepare", prepare, done=self.dataset / "dataset.yaml")
 
         train = ["train", "--data", self.dataset, "--out", self.train_dir, "--config", cfg.train_config,

@@ -152,25 +152,34 @@ class Explanation:
         return resize_nearest(up, (H, W)).numpy().astype(bool)
 
     def auto_points(self, max_points: int = 4) -> list[tuple[float, float]]:
-        """Reference points for figure 1: a pixel inside each detected object near its
-        centre (things first, best score first), else the centres of the kept boxes."""
+        """Reference points for figure 1: a pixel inside each detected segment near its
+        centre (things first, best score first), then the centres of the kept boxes; at most
+        `max_points`, none within 1.5 feature cells of another."""
+        H, W = self.original_size
+        ch, cw = self.cell_size
         pts: list[tuple[float, float]] = []
+
+        def add(x: float, y: float) -> None:
+            x, y = min(max(x, 0.0), W - 1.0), min(max(y, 0.0), H - 1.0)
+            # points in the same or a neighbouring cell would show the same map
+            if len(pts) < max_points and all(abs(x - px) >= 1.5 * cw or abs(y - py) >= 1.5 * ch for px, py in pts):
+                pts.append((x, y))
+
         if self.panoptic is not None and self.panoptic.segments_info:
             ids = self.panoptic.id_map_numpy()
             segs = sorted(self.panoptic.segments_info, key=lambda s: (not s["isthing"], -s["score"]))
-            for s in segs[:max_points]:
+            for s in segs:
                 ys, xs = np.nonzero(ids == s["id"])
                 if len(xs) == 0:
                     continue
                 cy, cx = ys.mean(), xs.mean()
                 i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-                pts.append((float(xs[i]) + 0.5, float(ys[i]) + 0.5))
-        if not pts and len(self.keep):
-            order = self.scores[self.keep].argsort(descending=True)[:max_points]
+                add(float(xs[i]) + 0.5, float(ys[i]) + 0.5)
+        if len(self.keep):
+            order = self.scores[self.keep].argsort(descending=True)
             for b in self.boxes_xyxy(self.keep[order]):
-                pts.append((float((b[0] + b[2]) / 2), float((b[1] + b[3]) / 2)))
-        H, W = self.original_size
-        return [(min(max(x, 0.0), W - 1.0), min(max(y, 0.0), H - 1.0)) for x, y in pts]
+                add(float((b[0] + b[2]) / 2), float((b[1] + b[3]) / 2))
+        return pts
 
 
 def _isthing_table(categories: CategoryList, num_classes: int) -> torch.Tensor:
@@ -453,15 +462,18 @@ def render_figures(
     cats = expl.categories
     if points is None:
         points = expl.auto_points()
-        auto = True
+        what = "points on the detected objects"
+        if not points:  # nothing detected: the centres of the four quarters
+            H, W = expl.original_size
+            points = [(W * fx, H * fy) for fy in (0.25, 0.75) for fx in (0.25, 0.75)]
+            what = "four fixed points (nothing detected)"
     else:
-        auto = False
+        what = "the chosen points"
     points = list(points)
     maps = [expl.encoder_map(x, y).numpy() for x, y in points]
     figs["encoder"] = encoder_attention_figure(
         expl.image, maps, points, extent=extent, stride=expl.stride,
-        title="Encoder self-attention of " + ("points on the detected objects" if auto else "the chosen points")
-        + " (last layer, mean over heads)")
+        title=f"Encoder self-attention of {what} (last layer, mean over heads)")
 
     # best-scoring kept objects first
     order = expl.keep[expl.scores[expl.keep].argsort(descending=True)][:max_objects] if len(expl.keep) else expl.keep
@@ -521,6 +533,7 @@ def write_explanation(
     query_source: str = "",
     num_queries: int = 20,
     source: dict | None = None,
+    dpi: int = 110,
 ) -> list[Path]:
     """Render every figure into `out_dir` (which must exist) plus `index.html`; returns
     the written paths."""
@@ -533,7 +546,7 @@ def write_explanation(
     written, entries = [], []
     for key, fig in figs.items():
         fname, head, text = caps[key]
-        save_figure(fig, out_dir / fname)
+        save_figure(fig, out_dir / fname, dpi=dpi)
         written.append(out_dir / fname)
         entries.append((fname, head, text))
     fig = None
@@ -552,7 +565,7 @@ def write_explanation(
 
 
 def write_query_figure(out_dir: str | os.PathLike, stats: QueryBoxes, num_queries: int = 20,
-                       title: str | None = None, caption_source: str = "") -> list[Path]:
+                       title: str | None = None, caption_source: str = "", dpi: int = 110) -> list[Path]:
     """Figure 3 alone (for `explain-queries`): the PNG and a small `index.html`."""
     from panoptic_detr.viz.figures import save_figure
     from panoptic_detr.viz.html import write_index
@@ -562,7 +575,7 @@ def write_query_figure(out_dir: str | os.PathLike, stats: QueryBoxes, num_querie
     q = int(stats.boxes.shape[1])
     fig = query_boxes_figure(stats.boxes, min(num_queries, q), title=title)
     fname, head, text = FIGURES["queries"]
-    save_figure(fig, out_dir / fname)
+    save_figure(fig, out_dir / fname, dpi=dpi)
     text = text.format(n_images=stats.num_images, query_source=caption_source)
     index = write_index(out_dir / "index.html", "Where the queries look", [(fname, head, text)],
                         {"images": str(stats.num_images), "queries shown": f"{min(num_queries, q)} of {q}"})
@@ -590,19 +603,20 @@ def explain_to_folder(
     max_size: int | None = 1333,
     query_images: str | os.PathLike | None = None,
     split: str = "val",
-    max_images: int = 16,
+    max_images: int = 8,
     query_short_side: int | None = None,
     min_query_images: int = 8,
     device: str = "cpu",
     overwrite: bool = False,
     source: str | None = None,
+    dpi: int = 110,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """The `explain` command: every figure for `image` and `index.html`, in `out`
     (built atomically). Figure 3 runs the model over up to `max_images` images of
     `query_images` (a folder or prepared dataset; default: `image`'s folder) at
     `query_short_side` (default half of `short_side`); when fewer than
-    `min_query_images` are found, crops of `image` make up the difference."""
+    min(`min_query_images`, `max_images`) are found, crops of `image` make up the difference."""
     from panoptic_detr.data.image_io import load_image
     from panoptic_detr.utils.io import atomic_dir
 
@@ -624,10 +638,11 @@ def explain_to_folder(
     paths = paths[:max_images]
     items: list = list(paths)
     note = f" from {query_images if query_images is not None else image.parent}"
-    if len(items) < min_query_images:
-        extra = crops_for_queries(arr, min_query_images - len(items) + 1, seed=0)[1:]
+    want = min(min_query_images, max_images)
+    if len(items) < want:
+        extra = crops_for_queries(arr, want - len(items) + 1, seed=0)[1:]
         items += extra
-        note += f" plus {len(extra)} crops of this image"
+        note += f" plus {len(extra)} crop{'s' if len(extra) != 1 else ''} of this image"
     qs = query_short_side or max(32, short_side // 2)
     note += f", resized to short side {qs}"
     errors: list[str] = []
@@ -638,7 +653,7 @@ def explain_to_folder(
     meta = {"checkpoint": source or "", "image": str(image)}
     with atomic_dir(out, overwrite=overwrite) as tmp:
         written = write_explanation(tmp, expl, points, stats, query_source=" (" + note.strip() + ")",
-                                    num_queries=num_queries, source=meta)
+                                    num_queries=num_queries, source=meta, dpi=dpi)
     t3 = time.perf_counter()
     say(f"explain: {len(written) - 1} figures and index.html in {out} "
         f"(model {t1 - t0:.1f} s, {stats.num_images} images for figure 3 {t2 - t1:.1f} s, drawing {t3 - t2:.1f} s)")
@@ -657,6 +672,7 @@ def explain_queries_to_folder(
     device: str = "cpu",
     overwrite: bool = False,
     progress: bool = True,
+    dpi: int = 110,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """The `explain-queries` command: figure 3 over the images of `data` (a folder or a
@@ -675,7 +691,7 @@ def explain_queries_to_folder(
     if stats.num_images == 0:
         raise PanopticDetrError(f"{data}: no readable image")
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_query_figure(tmp, stats, num_queries, caption_source=f" of {data}")
+        write_query_figure(tmp, stats, num_queries, caption_source=f" of {data}", dpi=dpi)
         with atomic_path(tmp / "query_boxes.npz") as f:
             with open(f, "wb") as fh:
                 np.savez_compressed(fh, boxes=stats.boxes, scores=stats.scores, labels=stats.labels,

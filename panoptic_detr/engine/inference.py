@@ -56,6 +56,7 @@ __all__ = [
     "nearest_indices",
     "resize_nearest",
     "upsample_masks",
+    "masks_argmax",
     "segment_boxes",
 ]
 
@@ -139,6 +140,51 @@ def upsample_masks(masks: torch.Tensor, processed_size: Sequence[int], stride: i
     return up[:, :h, :w]
 
 
+def masks_argmax(
+    masks: torch.Tensor,
+    processed_size: Sequence[int],
+    stride: int = 4,
+    queries: torch.Tensor | None = None,
+    band_rows: int = 64,
+) -> torch.Tensor:
+    """Pixel-wise argmax [h, w] (int64 index into `masks`) of `upsample_masks(masks)`.
+
+    Equal to `upsample_masks(masks[queries], ...).argmax(0)` mapped back to indices of
+    `masks` (first maximum on ties), without ever holding the k full-size masks: the
+    upsampling runs in bands of output rows (each with one grid row of context on either
+    side, so every value is bit-identical to the full upsampling) and the maximum is
+    streamed over the queries (torch's argmax over the first dimension is several times
+    slower than this on CPU).
+    """
+    h, w = int(processed_size[0]), int(processed_size[1])
+    ch, cw = math.ceil(h / stride), math.ceil(w / stride)
+    gh, gw = masks.shape[-2:]
+    if gh < ch or gw < cw:
+        raise ValueError(
+            f"mask grid {gh}x{gw} is smaller than the {ch}x{cw} cells a {h}x{w} image needs at stride {stride}"
+        )
+    if queries is None:
+        queries = torch.arange(masks.shape[0], device=masks.device)
+    grid = masks.index_select(0, queries)[:, :ch, :cw].float()
+    out = torch.empty((h, w), dtype=torch.long, device=masks.device)
+    band_rows = max(stride, band_rows - band_rows % stride)
+    for y0 in range(0, h, band_rows):
+        y1 = min(h, y0 + band_rows)
+        g0 = max(0, y0 // stride - 1)
+        g1 = min(ch, (y1 - 1) // stride + 2)
+        up = F.interpolate(grid[None, :, g0:g1], size=((g1 - g0) * stride, cw * stride), mode="bilinear",
+                           align_corners=False)[0]
+        up = up[:, y0 - g0 * stride : y1 - g0 * stride, :w]
+        best = up[0].clone()
+        idx = torch.zeros(best.shape, dtype=torch.long, device=masks.device)
+        for i in range(1, up.shape[0]):
+            better = up[i] > best  # strict: the first maximum wins ties
+            torch.maximum(best, up[i], out=best)
+            idx.masked_fill_(better, i)
+        out[y0:y1] = idx
+    return queries[out]
+
+
 def segment_boxes(id_map: torch.Tensor, num_ids: int) -> torch.Tensor:
     """COCO boxes [x, y, w, h] (int64 [num_ids + 1, 4], row = id) of every id in a map.
 
@@ -205,8 +251,7 @@ def panoptic_inference(
     raw = masks(query_index) if callable(masks) else masks[query_index]
     if raw.shape[0] != k:
         raise ValueError(f"mask source returned {raw.shape[0]} masks for {k} queries")
-    up = upsample_masks(raw, (h, w), mask_stride).reshape(k, h * w)
-    device = up.device
+    device = raw.device
     q_scores = scores[query_index].to(device)
     q_labels = labels[query_index].to(device)
     table = _isthing_tensor(isthing, device)
@@ -227,7 +272,7 @@ def panoptic_inference(
     ).flatten()
 
     alive = torch.ones(k, dtype=torch.bool, device=device)
-    winner = up.argmax(0)  # first maximum on ties, as torch documents
+    winner = masks_argmax(raw, (h, w), mask_stride).flatten()
     while True:
         seg_of_pixel = q_segment[winner]
         area = torch.zeros(k, dtype=torch.long, device=device).index_add_(0, seg_of_pixel, pixel_weight)
@@ -239,12 +284,8 @@ def panoptic_inference(
         alive &= ~small[q_segment]
         if not bool(alive.any()):
             return void
-        # redo the argmax where the winner was dropped (the max over a subset that still
-        # holds the old winner is the old winner, ties included)
-        redo = (~alive)[winner].nonzero().flatten()
-        sub = up.index_select(1, redo)
-        sub[~alive] = float("-inf")
-        winner[redo] = sub.argmax(0)
+        # the argmax again, over the remaining queries
+        winner = masks_argmax(raw, (h, w), mask_stride, queries=alive.nonzero().flatten()).flatten()
 
     # number the segments 1..n in query order
     seg_heads = (alive & q_segment.eq(torch.arange(k, device=device))).nonzero().flatten()

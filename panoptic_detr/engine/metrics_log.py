@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -40,7 +39,6 @@ class MetricsLog:
         with open(self.path, "a") as f:
             f.write(line + "\n")
             f.flush()
-            os.fsync(f.fileno())
 
     def truncate_after(self, step: int) -> None:
         """Drop the records of steps after `step` (written before a crash, now redone)."""

@@ -8,10 +8,14 @@ that pass the threshold (`model.masks_for_queries`), which gives the same masks 
 full forward for those queries at a fraction of the cost; `panoptic_inference` makes
 the map.
 
-Batching never changes a result: `predict_batch` groups the images by processed size
-and batches only images of the same size, so no image is ever padded for another one
-(the convolutions would otherwise see the padding near the image's right and bottom
-edges). Within a group, images are run `batch_size` at a time.
+Batching never changes a result. The DETR model itself depends on batch padding (the
+mask head's GroupNorm statistics and the stride-32 padding mask, resized with nearest,
+cover the padded area), so `predict_batch` never pads an image for another one: it
+groups images by processed size and only batches images of the same size. On CPU each
+image even runs through the network on its own by default (`batch_forward=False`): the
+float rounding of batched matrix products differs in the last bits from a single image,
+which can flip a pixel where two masks tie, and batching gains little on CPU. On GPUs,
+same-size images run `batch_size` at a time.
 
 `predict_paths(...)` is the `panoptic-detr predict` command: a COCO-panoptic PNG per
 image, one results JSON and an overlay JPEG per image, unreadable files reported and
@@ -37,7 +41,7 @@ from panoptic_detr.errors import PanopticDetrError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["Predictor", "resize_shape", "default_categories", "id_map_to_rgb", "save_panoptic_png", "predict_paths", "PredictReport"]
+__all__ = ["Predictor", "resize_shape", "default_categories", "save_panoptic_png", "predict_paths", "PredictReport"]
 
 
 def resize_shape(height: int, width: int, short_side: int = 800, max_size: int | None = 1333) -> tuple[int, int]:
@@ -65,22 +69,17 @@ def default_categories(num_classes: int) -> CategoryList:
     return CategoryList(Category(i, f"class_{i}", True, default_color(i)) for i in range(1, num_classes))
 
 
-def id_map_to_rgb(id_map: np.ndarray) -> np.ndarray:
-    """COCO-panoptic colour encoding: id = R + 256 G + 256^2 B."""
-    ids = np.asarray(id_map).astype(np.uint32, copy=False)
-    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
-
-
 def save_panoptic_png(path: str | os.PathLike, id_map) -> None:
     """Write an id map as a COCO-panoptic PNG, atomically."""
     from PIL import Image
 
+    from panoptic_detr.data.formats.coco_panoptic import id2rgb
     from panoptic_detr.utils.io import atomic_path
 
     if isinstance(id_map, torch.Tensor):
         id_map = id_map.detach().cpu().numpy()
     with atomic_path(path) as tmp:
-        Image.fromarray(id_map_to_rgb(id_map)).save(tmp, format="PNG")
+        Image.fromarray(id2rgb(id_map)).save(tmp, format="PNG")
 
 
 class Predictor:
@@ -96,6 +95,9 @@ class Predictor:
     channels_last: run the backbone convolutions in channels-last memory format through
         the model's `set_channels_last` (default: on for CPU, where oneDNN is faster).
     min_area: segments with at most this many pixels are dropped.
+    batch_forward: run same-size images through the network together (default: on
+        accelerators only; on CPU each image alone, so that maps are bit-identical
+        whatever the batch size).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Predictor:
         fast_masks: bool = True,
         channels_last: bool | None = None,
         min_area: int = 4,
+        batch_forward: bool | None = None,
     ):
         self.device = torch.device(device)
         if isinstance(model_or_checkpoint, (str, os.PathLike)):
@@ -140,6 +143,9 @@ class Predictor:
         if batch_size < 1:
             raise PanopticDetrError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        if batch_forward is None:
+            batch_forward = self.device.type != "cpu"
+        self.forward_batch_size = self.batch_size if batch_forward else 1
         self.fast_masks = bool(fast_masks)
         self.min_area = int(min_area)
         num_classes = int(config.num_classes) if config is not None else None
@@ -201,8 +207,9 @@ class Predictor:
         for i, t in enumerate(tensors):
             groups.setdefault(tuple(t.shape[-2:]), []).append(i)
         for idx in groups.values():
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start : start + self.batch_size]
+            step = self.forward_batch_size
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
                 outs = self._run([tensors[i] for i in chunk], [original_sizes[i] for i in chunk])
                 for i, o in zip(chunk, outs):
                     results[i] = o

@@ -44,7 +44,7 @@ from panoptic_detr.engine.matcher import HungarianMatcher, NonFiniteError
 from panoptic_detr.engine.metrics_log import Averager, MetricsLog
 from panoptic_detr.engine.sampler import EpochBatchSampler
 from panoptic_detr.engine.train_config import TrainConfig
-from panoptic_detr.errors import CheckpointError, ConfigError, PanopticDetrError
+from panoptic_detr.errors import CheckpointError, ConfigError, DataError, PanopticDetrError
 from panoptic_detr.utils.io import write_text
 
 CHECKPOINT = "checkpoint.pth"
@@ -202,9 +202,14 @@ class TrainStep(nn.Module):
         main = {k: v for k, v in out.items() if k != "aux_outputs"}
         indices = self.matcher(main, targets)
         if has_masks:
-            bi = torch.cat([torch.full_like(s, i) for i, (s, _) in enumerate(indices)])
-            qi = torch.cat([s for s, _ in indices])
-            out["matched_masks"] = self.model.masks_for_queries(ctx, bi.to(out["pred_logits"].device), qi.to(out["pred_logits"].device))
+            device = out["pred_logits"].device
+            bi = torch.cat([torch.full_like(s, i) for i, (s, _) in enumerate(indices)]).to(device)
+            qi = torch.cat([s for s, _ in indices]).to(device)
+            if len(qi):
+                out["matched_masks"] = self.model.masks_for_queries(ctx, bi, qi)
+            else:  # no objects: an empty slice that still reaches the mask head (for DDP)
+                zero = torch.zeros(1, dtype=torch.long, device=device)
+                out["matched_masks"] = self.model.masks_for_queries(ctx, zero, zero)[:0]
         return out, indices
 
 
@@ -325,6 +330,8 @@ class Trainer:
             T.train_transforms(d.scales, d.max_size, d.crop_resize, d.crop_min, d.crop_max, d.hflip),
         )
         self.categories = self.train_set.categories
+        if len(self.train_set) == 0:
+            raise DataError(f"{self.train_set.ann_path}: the '{d.train_split}' split has no images")
         masks = cfg.stage != "boxes"
         overrides = dict(cfg.model_overrides)
         overrides.update(num_classes=self.categories.num_classes, masks=masks, aux_loss=cfg.loss.aux_loss)
@@ -596,6 +603,8 @@ class Trainer:
             kwargs["short_side"] = cfg.data.eval_size
         if "max_size" in params:
             kwargs["max_size"] = cfg.data.eval_max_size
+        if "max_images" in params and cfg.eval.max_images > 0:
+            kwargs["max_images"] = cfg.eval.max_images
         val_dir = Path(cfg.data_dir) / "annotations" / f"panoptic_{cfg.data.val_split}.json"
         if not val_dir.exists():
             return None
@@ -685,7 +694,8 @@ class Trainer:
                     if pq is not None and (self.best.get("pq") is None or pq > self.best["pq"]):
                         self.best = {"pq": pq, "epoch": epoch + 1, "step": self.global_step}
                         self.save_model_file(BEST, {"pq": pq, "epoch": epoch + 1, "step": self.global_step})
-                self.save()
+                if last or not epoch_done or (epoch + 1) % max(1, cfg.checkpoint_epochs) == 0:
+                    self.save()
             if stop:
                 break
         self.save_model_file(FINAL, {"epochs": self.epoch, "steps": self.global_step, "best": self.best})

@@ -81,7 +81,7 @@ class EvalConfig:
     loss: bool = True  # losses on the val split
     threshold: float = 0.85
     batch_size: int = 2
-    max_images: int = 0  # 0: the whole split (val loss only)
+    max_images: int = 0  # 0: the whole split
 
 
 @dataclass
@@ -100,7 +100,8 @@ class TrainConfig:
     cudnn_benchmark: bool = True
     find_unused_parameters: bool = False
     log_every: int = 20  # steps between metrics.jsonl records
-    checkpoint_every: int = 0  # also checkpoint every N steps (0: per epoch only)
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    checkpoint_epochs: int = 1  # checkpoint at the end of every N-th epoch (and the last)
     keep_epoch_checkpoints: bool = False  # also keep checkpoint_epochNNNN.pth
     progress: bool = True
     # per-stage changes applied before command-line overrides, e.g. {masks: {epochs: 25}}
@@ -156,7 +157,10 @@ def parse_overrides(items: list[str] | None) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item}: '{p}' is not a section")
-        node[parts[-1]] = value
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            _deep_update(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
     return out
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "panoptic_to_coco_results",
     "coco_ap",
     "coco_ap_from_panoptic",
+    "match_image_ids",
     "load_instances",
 ]
 
@@ -74,27 +75,53 @@ def segments_to_coco_results(
     return bbox_results, segm_results
 
 
+def match_image_ids(instances_images: Iterable[Mapping], entries: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+    """Our image id -> the instances JSON's image id, for `(image_id, file_name)` entries:
+    by file name stem (`x.png` matches `x.jpg`) when the instances JSON lists it, else by
+    equal id; images found neither way are left out."""
+    by_stem: dict[str, Any] = {}
+    ids = set()
+    for img in instances_images:
+        if "id" not in img:
+            continue
+        ids.add(img["id"])
+        if img.get("file_name"):
+            by_stem.setdefault(Path(str(img["file_name"])).stem, img["id"])
+    mapping = {}
+    for image_id, file_name in entries:
+        stem = Path(str(file_name)).stem if file_name else None
+        if stem and stem in by_stem:
+            mapping[image_id] = by_stem[stem]
+        elif image_id in ids:
+            mapping[image_id] = image_id
+    return mapping
+
+
 def panoptic_to_coco_results(
     pred_json: Any,
     pred_dir: str | os.PathLike,
     thing_ids: Iterable[int] | None = None,
-    image_ids: Iterable[Any] | None = None,
+    image_ids: Mapping[Any, Any] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Detections from COCO-panoptic prediction files (JSON path or dict + PNG folder)."""
+    """Detections from COCO-panoptic prediction files (JSON path or dict + PNG folder).
+    `image_ids` maps the predictions' image ids to the detections' (others are skipped)."""
     from panoptic_detr.evaluation.panoptic_quality import load_panoptic_json, read_id_png
 
     pred, name = load_panoptic_json(pred_json, "prediction")
-    wanted = None if image_ids is None else set(image_ids)
     bbox_results: list[dict] = []
     segm_results: list[dict] = []
-    for i, ann in enumerate(pred["annotations"]):
+    for ann in pred["annotations"]:
         image_id = ann.get("image_id")
-        if wanted is not None and image_id not in wanted:
-            continue
+        if image_ids is not None:
+            if image_id not in image_ids:
+                continue
+            out_id = image_ids[image_id]
+        else:
+            out_id = image_id
         if not ann.get("file_name"):
             raise DataError(f"{name}: image id {image_id}: annotation has no 'file_name'")
         id_map = read_id_png(Path(pred_dir) / ann["file_name"], image_id)
-        b, s = segments_to_coco_results(image_id, id_map, ann.get("segments_info", []), thing_ids)
+        b, s = segments_to_coco_results(out_id, id_map, ann.get("segments_info", []), thing_ids)
         bbox_results += b
         segm_results += s
     return bbox_results, segm_results
@@ -195,14 +222,18 @@ def coco_ap_from_panoptic(
     pred_dir: str | os.PathLike,
     categories: Any = None,
 ) -> dict[str, dict[str, float]]:
-    """Box and mask AP of panoptic prediction files against an instances JSON.
+    """Box and mask AP of panoptic prediction files against an instances JSON (images
+    matched by file name stem, else by id; see `match_image_ids`).
     `categories` (list of dicts with `isthing`, or a CategoryList) picks the thing classes."""
     thing_ids = None
     if categories is not None:
         from panoptic_detr.evaluation.panoptic_quality import normalise_categories
 
         thing_ids = [cid for cid, c in normalise_categories(categories).items() if c["isthing"]]
+    from panoptic_detr.evaluation.panoptic_quality import load_panoptic_json
+
     data, _ = load_instances(instances_json)
-    image_ids = [img["id"] for img in data["images"]]
-    bbox_results, segm_results = panoptic_to_coco_results(pred_json, pred_dir, thing_ids, image_ids)
+    pred, _ = load_panoptic_json(pred_json, "prediction")
+    image_ids = match_image_ids(data["images"], [(a.get("image_id"), a.get("file_name")) for a in pred["annotations"]])
+    bbox_results, segm_results = panoptic_to_coco_results(pred, pred_dir, thing_ids, image_ids)
     return coco_ap(data, bbox_results, segm_results, thing_ids)

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,18 +77,24 @@ def _id_map_numpy(out) -> np.ndarray:
     return np.asarray(m)
 
 
-def _instances_image_ids(instances: dict, panoptic_images: list[dict]) -> dict[Any, Any]:
-    """panoptic image id -> instances image id (by file name when both list it)."""
-    by_name = {Path(str(img.get("file_name", ""))).name: img["id"] for img in instances.get("images", []) if "id" in img}
-    ids = {img["id"] for img in instances.get("images", []) if "id" in img}
-    mapping = {}
-    for img in panoptic_images:
-        name = Path(str(img.get("file_name", ""))).name
-        if name and name in by_name:
-            mapping[img["id"]] = by_name[name]
-        elif img["id"] in ids:
-            mapping[img["id"]] = img["id"]
-    return mapping
+def _check_model_categories(model_categories, cats: dict[int, dict], gt_name: str) -> None:
+    """The model must speak the dataset's category ids (names are checked loosely)."""
+    if not model_categories:
+        return
+    foreign = [c for c in model_categories if int(c.id) not in cats]
+    if foreign:
+        names = ", ".join(f"{c.id} ({c.name})" for c in foreign[:5])
+        raise DataError(
+            f"{gt_name}: the model predicts categories that the dataset does not have: {names}"
+            f"{' ...' if len(foreign) > 5 else ''}"
+        )
+    renamed = [c for c in model_categories if c.name != cats[int(c.id)]["name"] and c.name != f"class_{c.id}"]
+    if renamed:
+        c = renamed[0]
+        warnings.warn(
+            f"{gt_name}: {len(renamed)} category name(s) differ from the model's, e.g. id {c.id} is "
+            f"'{cats[int(c.id)]['name']}' in the dataset and '{c.name}' in the model"
+        )
 
 
 def evaluate_model(
@@ -97,10 +104,12 @@ def evaluate_model(
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 2,
     threshold: float = 0.85,
-    device: str = "cpu",
+    device: str | None = None,
     progress: bool = True,
     predictor=None,
     max_images: int | None = None,
+    short_side: int = 800,
+    max_size: int | None = 1333,
 ) -> dict:
     """Run a panoptic model over a prepared split and score it.
 
@@ -112,6 +121,9 @@ def evaluate_model(
     out_dir: where `predictions/*.png` and `predictions.json` go (a temporary folder,
         removed afterwards, when None).
     max_images: score only the first N images of the split (quick periodic checks).
+    short_side, max_size: the Predictor's resize (DETR's evaluation transform by default).
+    device: where the model runs (default: a model's own device, "cpu" for a checkpoint).
+        A model passed in is put back in training mode afterwards if it was in it.
 
     Returns ``{"panoptic": {All, Things, Stuff, per_class, per_category, num_images},
     "bbox": {AP, AP50, ...}, "segm": {...}}`` (fractions; AP only with an instances JSON).
@@ -139,19 +151,48 @@ def evaluate_model(
     instances = None
     image_id_map: dict[Any, Any] = {}
     if instances_path.is_file():
-        from panoptic_detr.evaluation.coco_ap import load_instances
+        from panoptic_detr.evaluation.coco_ap import load_instances, match_image_ids
 
         instances, _ = load_instances(instances_path)
-        image_id_map = _instances_image_ids(instances, [images[a["image_id"]] for a in annotations])
+        image_id_map = match_image_ids(
+            instances["images"], [(a["image_id"], images[a["image_id"]]["file_name"]) for a in annotations]
+        )
         wanted = set(image_id_map.values())
         if max_images is not None:  # score AP on the same images as PQ
             instances["images"] = [im for im in instances["images"] if im["id"] in wanted]
             instances["annotations"] = [a for a in instances["annotations"] if a["image_id"] in wanted]
 
+    was_training = bool(getattr(model, "training", False)) if predictor is None else False
     if predictor is None:
         from panoptic_detr.engine.predict import Predictor
 
-        predictor = Predictor(model, device=device, threshold=threshold, batch_size=batch_size)
+        if device is None:
+            device = _module_device(model) or "cpu"
+        predictor = Predictor(
+            model, device=device, threshold=threshold, batch_size=batch_size, short_side=short_side, max_size=max_size
+        )
+    try:
+        return _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
+                         instances, image_id_map, out_dir, batch_size, progress, split)  # fmt: skip
+    finally:
+        if was_training:
+            model.train()
+
+
+def _module_device(model) -> str | None:
+    params = getattr(model, "parameters", None)
+    if params is None:
+        return None
+    for p in params():
+        return str(p.device)
+    return None
+
+
+def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
+              instances, image_id_map, out_dir, batch_size, progress, split) -> dict:  # fmt: skip
+    from panoptic_detr.utils.io import write_json
+
+    _check_model_categories(getattr(predictor, "categories", None), cats, gt_name)
     run = getattr(predictor, "predict_batch", None)
     if run is None:
         run = lambda ims: [predictor(im) for im in ims]  # noqa: E731
@@ -172,6 +213,7 @@ def evaluate_model(
 
             bar = stack.enter_context(tqdm(total=len(annotations), desc=f"evaluate {split}", unit="img"))
         stat = PQStat()
+        dropped = 0
         pred_anns: list[dict] = []
         bbox_results: list[dict] = []
         segm_results: list[dict] = []
@@ -189,7 +231,13 @@ def evaluate_model(
             for ann, output in zip(chunk, outputs):
                 id_map = _id_map_numpy(output)
                 segs = segments_json(list(output.segments_info))
-                file_name = Path(images[ann["image_id"]]["file_name"]).stem + ".png"
+                unknown = [s["id"] for s in segs if s["category_id"] not in cats]
+                if unknown:  # e.g. DETR's unused class 0: those pixels become VOID
+                    dropped += len(unknown)
+                    id_map = np.where(np.isin(id_map, unknown), 0, id_map)
+                    segs = [s for s in segs if s["category_id"] in cats]
+                # the ground truth's PNG name when it has one (as COCO-panoptic results do)
+                file_name = Path(str(ann.get("file_name") or images[ann["image_id"]]["file_name"])).stem + ".png"
                 write_id_png(pred_dir / file_name, id_map)
                 pred_ann = {"image_id": ann["image_id"], "file_name": file_name, "segments_info": segs}
                 pred_anns.append(pred_ann)
@@ -207,6 +255,8 @@ def evaluate_model(
             {"annotations": pred_anns, "categories": gt["categories"]},
         )
 
+    if dropped:
+        warnings.warn(f"evaluate: {dropped} predicted segment(s) of classes that are not in {gt_name} scored as VOID")
     panoptic = pq_from_stats(stat, cats)
     panoptic["num_images"] = len(annotations)
     metrics: dict[str, Any] = {"panoptic": panoptic}

@@ -326,6 +326,11 @@ def image_pq_stats(
             continue
         area = gseg[2] if gseg[2] is not None else gt_area_png.get(gid, 0)
         union = pred_area[pid] + area - inter - void_of_pred.get(pid, 0)
+        if union <= 0:
+            raise DataError(
+                f"{gt_name}: image id {image_id}: ground-truth segment id {gid} has area {area} in the JSON "
+                f"but {inter} of its pixels are in the PNG"
+            )
         iou = inter / union
         if iou > 0.5:
             events.append((category, 1, 0, 0, iou))

@@ -288,6 +288,8 @@ def load_model(path: str | Path, preset: str | None = None, num_classes: int | N
     where = str(path)
     ckpt = load_checkpoint(path)
     sd = ckpt["model"]
+    if sd and all(k.startswith("module.") for k in sd):  # saved from a DistributedDataParallel wrapper
+        sd = {k[len("module."):]: v for k, v in sd.items()}
     if is_hf_state_dict(sd):
         sd = convert_hf_state_dict(sd)
 

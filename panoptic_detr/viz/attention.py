@@ -106,7 +106,8 @@ def encoder_attention_figure(
     for i, (m, (x, y)) in enumerate(zip(maps, points)):
         ax = fig.add_subplot(gs[i // cols, 1 + i % cols])
         ext = extent if extent is not None else grid_extent((H, W), m.shape)
-        im = ax.imshow(m, extent=ext, cmap="viridis", interpolation="nearest", vmin=0.0, vmax=float(m.max()) or 1.0)
+        im = ax.imshow(m, extent=ext, cmap="viridis", interpolation="nearest", vmin=float(m.min()),
+                       vmax=max(float(m.max()), float(m.min()) + 1e-12))
         ax.set_xlim(0, W)
         ax.set_ylim(H, 0)
         _mark_point(ax, x, y, POINT_COLORS[i % len(POINT_COLORS)], point_name(i), size=9)
@@ -163,8 +164,8 @@ def decoder_attention_figure(
         color = category_color(categories, category_ids[k])
         image_axes(ax, dim)
         ext = extent if extent is not None else grid_extent((H, W), m.shape)
-        im = ax.imshow(m, extent=ext, cmap="inferno", alpha=0.7, interpolation="bilinear", vmin=0.0,
-                       vmax=float(m.max()) or 1.0)
+        im = ax.imshow(m, extent=ext, cmap="inferno", alpha=0.7, interpolation="bilinear", vmin=float(m.min()),
+                       vmax=max(float(m.max()), float(m.min()) + 1e-12))
         ax.set_xlim(0, W)
         ax.set_ylim(H, 0)
         label = object_label(categories, category_ids[k], float(scores[k]))

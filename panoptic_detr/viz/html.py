@@ -49,7 +49,7 @@ def render_index(title: str, figures: Sequence[tuple[str, str, str]], meta: dict
         f"<h1>{e(title)}</h1>",
     ]
     if meta:
-        rows = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in meta.items())
+        rows = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in meta.items() if v not in (None, ""))
         parts.append(f'<table class="meta">{rows}</table>')
     if objects:
         head = "<tr><th>query</th><th>label</th><th>score</th><th>box (x0, y0, x1, y1)</th></tr>"

@@ -82,11 +82,12 @@ def mask_attention_figure(
                        fontsize=TICK_SIZE + 1, rotation=0, ha="right", va="center", labelpad=4)
         if k == 0:
             ax0.set_title("object", fontsize=LABEL_SIZE)
-        vmax = float(attention[k].max()) or 1.0
+        vmin = float(attention[k].min())
+        vmax = max(float(attention[k].max()), vmin + 1e-12)
         ext = extent if extent is not None else grid_extent((H, W), attention.shape[-2:])
         for h in range(nheads):
             ax = fig.add_subplot(gs[k, 1 + h])
-            im = ax.imshow(attention[k, h], cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest",
+            im = ax.imshow(attention[k, h], cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest",
                            extent=ext)
             ax.set_xlim(0, W)
             ax.set_ylim(H, 0)
@@ -148,16 +149,20 @@ def binary_masks_figure(
     categories: CategoryList | None = None,
     title: str | None = None,
     max_cols: int = 5,
+    max_masks: int = 20,
 ) -> Figure:
     """Figure 6: kept objects' binary masks, the pixel-wise argmax id map, the overlay.
 
     `masks` [K, H, W] bool in original pixels; `id_map` [H, W] int (0 = void) with its
     `segments_info`; `overlay_image` the final rendering (e.g. `viz.overlay.overlay`).
+    At most `max_masks` masks are drawn (the best-scoring ones, in the given order).
     """
     image = as_uint8_image(image)
     H, W = image.shape[:2]
     masks = np.asarray(masks).astype(bool)
-    K = masks.shape[0] if masks.ndim == 3 else 0
+    total_k = masks.shape[0] if masks.ndim == 3 else 0
+    shown = sorted(np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:max_masks].tolist())
+    K = len(shown)
     cols = min(max(K, 1), max_cols)
     rows = -(-max(K, 1) // cols)
     aspect = H / max(W, 1)
@@ -170,7 +175,9 @@ def binary_masks_figure(
     fig.suptitle(title or "Binary masks of the kept objects, pixel-wise argmax, final panoptic overlay",
                  fontsize=TITLE_SIZE, fontweight="bold")
     top, bottom = fig.subfigures(2, 1, height_ratios=[mask_h, big_h])
-    top.suptitle(f"{K} kept object mask{'s' if K != 1 else ''}: sigmoid(mask logits) > 0.5, upsampled to the image",
+    top.suptitle(f"{total_k} kept object mask{'s' if total_k != 1 else ''}"
+                 + (f" ({K} best shown)" if K < total_k else "")
+                 + ": sigmoid(mask logits) > 0.5, upsampled to the image",
                  fontsize=SUBTITLE_SIZE)
     total = float(H * W)
     if K == 0:
@@ -180,11 +187,12 @@ def binary_masks_figure(
                 fontsize=SUBTITLE_SIZE)
     else:
         axes = top.subplots(rows, cols, squeeze=False)
-        for k in range(rows * cols):
-            ax = axes[k // cols][k % cols]
-            if k >= K:
+        for slot in range(rows * cols):
+            ax = axes[slot // cols][slot % cols]
+            if slot >= K:
                 ax.axis("off")
                 continue
+            k = shown[slot]
             color = category_color(categories, category_ids[k])
             cmap = ListedColormap([(0.08, 0.08, 0.08), color])
             ax.imshow(masks[k].astype(np.uint8), cmap=cmap, vmin=0, vmax=1, extent=(0, W, H, 0),

@@ -127,6 +127,7 @@ def active_queries_figure(
     query_scores: np.ndarray | None = None,
     threshold: float | None = None,
     title: str | None = None,
+    max_links: int = 30,
 ) -> Figure:
     """Figure 4: all query slots on a near-square grid (10x10 for 100), fired ones linked to
     the objects they found.
@@ -190,13 +191,16 @@ def active_queries_figure(
     cb.set_label("best object-class probability of slots that did not fire", fontsize=TICK_SIZE + 1)
     cb.ax.tick_params(labelsize=TICK_SIZE)
 
-    image_axes(ax_i, image, "Objects found by the fired queries")
+    image_axes(ax_i, image, "Objects found by the fired queries" + (" (labelled q<slot>)" if len(fired) > max_links
+                                                                     else ""))
     for f in sorted(fired, key=lambda f: -float(f["score"])):
         q = int(f["query"])
         color = category_color(categories, f["category_id"])
         x0, y0, x1, y1 = (float(v) for v in f["box"])
         draw_box(ax_i, (x0, y0, x1, y1), color,
                  f"q{q} {category_name(categories, f['category_id'])} {float(f['score']):.2f}")
+        if len(fired) > max_links:
+            continue  # too many lines to follow: the query numbers on the boxes link them
         r, c = divmod(q, cols)
         con = ConnectionPatch(xyA=(c + 1.0, r + 0.5), coordsA=ax_q.transData,
                               xyB=(min(max((x0 + x1) / 2, 0), W), min(max((y0 + y1) / 2, 0), H)),

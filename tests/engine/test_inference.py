@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from panoptic_detr.engine.inference import (
+    masks_argmax,
     nearest_indices,
     panoptic_inference,
     resize_nearest,
@@ -291,3 +292,16 @@ def test_nearest_indices_identity_and_integer_scale():
     assert nearest_indices(5, 5).tolist() == [0, 1, 2, 3, 4]
     assert nearest_indices(4, 8).tolist() == [1, 3, 5, 7]
     assert nearest_indices(8, 4).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("band_rows", [4, 8, 13, 64])
+def test_banded_argmax_equals_full_upsampling(band_rows):
+    g = torch.Generator().manual_seed(band_rows)
+    masks = torch.randn(7, 15, 13, generator=g) * 3
+    masks[2, 3:6] = masks[4, 3:6]  # exact ties: the first query must win
+    for h, w in [(57, 49), (60, 52), (33, 17)]:
+        full = upsample_masks(masks, (h, w))
+        np.testing.assert_array_equal(masks_argmax(masks, (h, w), band_rows=band_rows).numpy(), full.argmax(0).numpy())
+        subset = torch.tensor([1, 4, 6])
+        expected = subset[upsample_masks(masks[subset], (h, w)).argmax(0)]
+        assert torch.equal(masks_argmax(masks, (h, w), queries=subset, band_rows=band_rows), expected)

@@ -6,9 +6,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "utils"))
-from fake_prepared import TINY_SETTINGS, tiny_config, write_prepared  # noqa: E402
+from fake_prepared import TINY_SETTINGS, one_thread, tiny_config, write_prepared  # noqa: E402
 
 from panoptic_detr.engine.train import TrainingDiverged, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +31,12 @@ def test_cli_train_lowers_loss_writes_outputs_and_plot(data, tmp_path):
     for s in TINY_SETTINGS:
         args += ["--set", s]
     args += ["--set", "optim.lr=5e-4", "--set", "optim.lr_backbone=5e-4", "--set", "data.hflip=0",
-             "--set", "eval.every=25", "--set", "eval.pq=false"]
+             "--set", "eval.every=25", "--set", "eval.pq=false", "--set", "checkpoint_epochs=25"]
     assert main(args) == 0
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert len(losses) == 25
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    print("LOSSES", [round(l, 2) for l in losses])
     assert last < 0.7 * first, (first, last)
     assert any(r["kind"] == "eval" and "val_loss" in r for r in records)
     assert {"loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice", "class_error", "cardinality_error", "lr"} <= set(records[0])
@@ -52,36 +57,30 @@ def test_cli_train_lowers_loss_writes_outputs_and_plot(data, tmp_path):
 
 
 def test_nan_loss_stops_naming_the_step_and_saves_nothing_bad(data, tmp_path, monkeypatch):
-    from panoptic_detr.engine import criterion as C
+    from panoptic_detr.engine.criterion import SetCriterion
 
     calls = {"n": 0}
-    orig = C.SetCriterion.loss_boxes
+    original = SetCriterion.forward
 
-    def poisoned(self, outputs, targets, indices, num_boxes):
-        out = orig(self, outputs, targets, indices, num_boxes)
-        if self.training and outputs.get("pred_masks") is None and "aux" not in str(id(outputs)):
-            pass
-        return out
-
-    def forward_poison(self, outputs, targets, indices=None):
+    def poisoned(self, outputs, targets, indices=None):
+        losses = original(self, outputs, targets, indices)
         calls["n"] += 1
-        losses = C.SetCriterion.__orig_forward__(self, outputs, targets, indices)
         if calls["n"] == 3:
             losses["loss_giou"] = losses["loss_giou"] * float("nan")
         return losses
 
-    C.SetCriterion.__orig_forward__ = C.SetCriterion.forward
-    monkeypatch.setattr(C.SetCriterion, "forward", forward_poison)
+    monkeypatch.setattr(SetCriterion, "forward", poisoned)
     out = tmp_path / "nan"
     cfg = tiny_config(data, out, "checkpoint_every=1", epochs=5)
     cfg.data.batch_size = 1  # 2 steps per epoch
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3 \(epoch 2, iteration 1\)"):
         train(cfg)
-    del C.SetCriterion.__orig_forward__
     ck = torch.load(out / "checkpoint.pth", weights_only=True)
     assert ck["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     assert not (out / "model_final.pth").exists()
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 2
 
 
 def test_stage_masks_trains_only_mask_head_and_init_adapts_classes(data, tmp_path):

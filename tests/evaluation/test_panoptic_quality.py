@@ -347,3 +347,19 @@ def test_pair_counts_equal_numpy_unique():
     pg, pp, c = _pair_counts(noisy, pred)
     assert (pg * OFFSET + pp == keys).all() and (c == counts).all()
     assert all(x.size == 0 for x in _pair_counts(gt[:0], pred[:0]))
+
+
+def test_categories_argument_and_bogus_gt_area(small_set):
+    from panoptic_detr.data.categories import CategoryList
+
+    gt, gt_dir, pred, pred_dir = small_set
+    a = pq_compute(gt, gt_dir, pred, pred_dir)
+    b = pq_compute(gt, gt_dir, pred, pred_dir, categories=CategoryList.from_json(synth.CATEGORIES))
+    assert a == b
+    things_only = [c for c in synth.CATEGORIES if c["isthing"]]
+    gt_things = dict(gt, annotations=[dict(a, segments_info=[s for s in a["segments_info"] if s["category_id"] in synth.THINGS]) for a in gt["annotations"]])
+    with pytest.raises(PanopticDetrError, match="unknown category_id"):
+        pq_compute(gt_things, gt_dir, pred, pred_dir, categories=things_only, check_gt=False)
+    seg = next(s for s in gt["annotations"][0]["segments_info"] if s["category_id"] in synth.STUFF)
+    seg["area"] = 0
+    one_line_error(f"segment id {seg['id']} has area 0 in the JSON", gt, gt_dir, pred, pred_dir)

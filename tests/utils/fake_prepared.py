@@ -109,7 +109,27 @@ def tiny_config(data_dir, out_dir, *settings, **top):
     """A TrainConfig from the `tiny` preset with TINY_SETTINGS, then `settings` (key=value)."""
     from panoptic_detr.engine.train_config import load_train_config, parse_overrides
 
+    from panoptic_detr.config import _deep_update
+
     overrides = parse_overrides(TINY_SETTINGS + list(settings))
-    overrides.update(data_dir=str(data_dir), out_dir=str(out_dir), progress=False, **top)
-    overrides.setdefault("data", {}).setdefault("workers", 0)
+    overrides.setdefault("data", {})["workers"] = 0
+    _deep_update(overrides, dict(data_dir=str(data_dir), out_dir=str(out_dir), progress=False, **top))
     return load_train_config("tiny", overrides)
+
+
+def one_thread():
+    """Context manager: torch on one thread (2 busy shared cores make OpenMP threads thrash)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def cm():
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
+
+    return cm()

@@ -80,11 +80,17 @@ def firing_model():
 
 
 @functools.lru_cache(maxsize=None)
+def shared_model():
+    """One `firing_model()` shared by the tests that only run it (do not modify it)."""
+    return firing_model()
+
+
+@functools.lru_cache(maxsize=None)
 def explanation():
     """`explain_image` of the firing model on `scene()` (shared by the tests; do not modify)."""
     from panoptic_detr.engine.explain import explain_image
 
-    return explain_image(firing_model(), scene(), threshold=THRESHOLD, short_side=SHORT_SIDE)
+    return explain_image(shared_model(), scene(), threshold=THRESHOLD, short_side=SHORT_SIDE)
 
 
 def titles(fig) -> list[str]:

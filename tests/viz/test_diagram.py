@@ -2,13 +2,13 @@
 
 import torch
 
-from explain_support import firing_model, titles
+from explain_support import shared_model, titles
 from panoptic_detr.model.config import ModelConfig
 from panoptic_detr.viz.diagram import network_diagram_figure, network_shapes
 
 
 def test_shapes_match_the_model():
-    model = firing_model()
+    model = shared_model()
     cfg = model.config
     size = (97, 131)  # odd sizes: every stride-2 step rounds up
     shapes = network_shapes(cfg, size)

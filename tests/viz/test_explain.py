@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explain_support import FIRING, SHORT_SIDE, THRESHOLD, firing_model, scene
+from explain_support import FIRING, SHORT_SIDE, THRESHOLD, shared_model, scene
 from panoptic_detr.cli import main
 from panoptic_detr.engine.explain import FIGURES, images_of
 from panoptic_detr.viz.html import referenced_images
@@ -18,7 +18,7 @@ def workspace(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("explain")
     ckpt = root / "tiny.pth"
-    save_model(ckpt, firing_model())
+    save_model(ckpt, shared_model())
     images = root / "images"
     images.mkdir()
     Image.fromarray(scene()).save(images / "a.png")
@@ -30,13 +30,14 @@ def test_explain_writes_all_figures_and_an_offline_page(workspace, capsys):
     root, ckpt, images = workspace
     out = root / "out"
     code = main(["explain", str(ckpt), str(images / "a.png"), "--out", str(out), "--threshold", str(THRESHOLD),
-                 "--short-side", str(SHORT_SIDE), "--queries", "8", "--points", "20,20", "150,100"])
+                 "--short-side", str(SHORT_SIDE), "--queries", "8", "--points", "20,20", "150,100", "--dpi", "40",
+                 "--max-images", "3"])
     assert code == 0, capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([f for f, _, _ in FIGURES.values()] + ["index.html"])
     for f, _, _ in FIGURES.values():
         with Image.open(out / f) as im:
-            assert im.format == "PNG" and min(im.size) > 300
+            assert im.format == "PNG" and min(im.size) > 150
     page = (out / "index.html").read_text()
     srcs = referenced_images(page)
     assert sorted(srcs) == sorted(f for f, _, _ in FIGURES.values())
@@ -48,7 +49,7 @@ def test_explain_writes_all_figures_and_an_offline_page(workspace, capsys):
     for q in FIRING:  # the detected objects are listed
         assert f"<td>{q}</td>" in page
     # the query figure used both images of the folder plus crops of the image
-    assert "plus 6 crops of this image" in page
+    assert "plus 1 crop of this image" in page
     assert capsys.readouterr().out.strip().endswith("index.html")
 
 
@@ -72,7 +73,7 @@ def test_explain_queries_over_a_folder(workspace, capsys):
     root, ckpt, images = workspace
     out = root / "queries"
     assert main(["explain-queries", str(ckpt), str(images), "--out", str(out), "--queries", "6",
-                 "--short-side", "96", "--quiet"]) == 0
+                 "--short-side", "96", "--quiet", "--dpi", "40"]) == 0
     fig = FIGURES["queries"][0]
     assert (out / fig).is_file() and (out / "index.html").is_file()
     assert referenced_images((out / "index.html").read_text()) == [fig]

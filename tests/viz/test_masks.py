@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from explain_support import FIRING, SHORT_SIDE, THRESHOLD, explanation, firing_model, scene, titles
+from explain_support import FIRING, SHORT_SIDE, THRESHOLD, explanation, shared_model, scene, titles
 from panoptic_detr.engine.predict import Predictor
 from panoptic_detr.viz.masks import binary_masks_figure, colorize_ids, mask_attention_figure
 
@@ -37,7 +37,7 @@ def test_masks_and_argmax_equal_predict():
     e = explanation()
     H, W = e.original_size
     # the masks of the kept queries are the full forward's
-    model = firing_model()
+    model = shared_model()
     pred = Predictor(model, threshold=THRESHOLD, short_side=SHORT_SIDE)
     x, _ = pred.preprocess(scene())
     with torch.inference_mode():

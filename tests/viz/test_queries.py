@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from explain_support import FIRING, SHORT_SIDE, explanation, firing_model, scene, titles
+from explain_support import FIRING, SHORT_SIDE, explanation, shared_model, scene, titles
 from panoptic_detr.engine.explain import crops_for_queries, query_boxes
 from panoptic_detr.viz.figures import query_grid_shape
 from panoptic_detr.viz.queries import active_queries_figure, box_size_colors, query_boxes_figure
@@ -26,7 +26,7 @@ def test_query_grid_shape(n, shape):
 
 
 def test_query_boxes_over_images():
-    model = firing_model()
+    model = shared_model()
     items = crops_for_queries(scene(), 4)
     assert [name for name, _ in items][0] == "original"
     stats = query_boxes(model, items, short_side=SHORT_SIDE)

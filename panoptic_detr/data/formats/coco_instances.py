@@ -24,6 +24,7 @@ import os
 import re
 from pathlib import Path
 
+from panoptic_detr.data.class_map import IGNORE
 from panoptic_detr.data.formats.common import Annotation, SourceImage
 from panoptic_detr.errors import DataError, PanopticDetrError
 from panoptic_detr.utils.io import read_json
@@ -71,7 +72,7 @@ def read_things(path: str | os.PathLike, class_map=None) -> tuple[list[SourceIma
             problems.append(f"{sub}: no coco.json (or annotations/*.json) in this export folder")
             continue
         cls = class_map.resolve(sub.name, folder=True) if class_map is not None else None
-        prefix = cls if isinstance(cls, str) and cls != "<ignore>" else safe_name(sub.name)
+        prefix = cls if isinstance(cls, str) and cls != IGNORE else safe_name(sub.name)
         imgs, probs = _read_one(js, root=path, prefix=prefix)
         images += imgs
         problems += probs

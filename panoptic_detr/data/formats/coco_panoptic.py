@@ -10,6 +10,8 @@ and ignored (prepare recomputes both from the PNG).
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ __all__ = [
     "id2rgb",
     "read_id_png",
     "write_id_png",
+    "encode_png_rgb",
     "segments_from_id_map",
     "PanopticImage",
     "PanopticSet",
@@ -49,9 +52,11 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
     if ids.size and (ids.min() < 0 or ids.max() >= 1 << 24):
         raise ValueError("panoptic ids must lie in [0, 256^3)")
     ids = ids.astype(np.uint32, copy=False)
-    # little-endian bytes of a uint32 are R, G, B, 0
-    out = ids.astype("<u4", copy=False).view(np.uint8).reshape(ids.shape + (4,))
-    return np.ascontiguousarray(out[..., :3])
+    out = np.empty(ids.shape + (3,), np.uint8)
+    out[..., 0] = ids & 255
+    out[..., 1] = (ids >> 8) & 255
+    out[..., 2] = (ids >> 16) & 255
+    return out
 
 
 def read_id_png(path: str | os.PathLike) -> np.ndarray:
@@ -67,10 +72,28 @@ def read_id_png(path: str | os.PathLike) -> np.ndarray:
     return rgb2id(arr)
 
 
+def encode_png_rgb(rgb: np.ndarray, compress_level: int = 1) -> bytes:
+    """A minimal 8-bit RGB PNG encoder: filter type 0 on every row, one zlib stream.
+
+    For id maps (large flat regions) this is ~4x faster than PIL, whose adaptive row
+    filtering dominates its encoding time, at a similar size (level 1)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    raw = np.zeros((h, 1 + 3 * w), np.uint8)
+    raw[:, 1:] = rgb.reshape(h, 3 * w)
+    data = zlib.compress(raw.tobytes(), compress_level)
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit, RGB, deflate, no filter method, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
 def write_id_png(path: str | os.PathLike, id_map: np.ndarray, compress_level: int = 1) -> None:
-    """Write an id map as an RGB PNG. Level 1 is ~4x faster than PIL's default 6 and
-    only a little larger for id maps (large flat regions)."""
-    Image.fromarray(id2rgb(id_map), "RGB").save(path, format="PNG", compress_level=compress_level)
+    """Write an id map as an RGB PNG (see `encode_png_rgb`)."""
+    with open(path, "wb") as f:
+        f.write(encode_png_rgb(id2rgb(id_map), compress_level))
 
 
 def segments_from_id_map(id_map: np.ndarray, ids=None) -> dict[int, dict]:

@@ -202,12 +202,14 @@ def annotation_rle(ann: Annotation, h: int, w: int):
 
 
 def decode_rle(rle) -> np.ndarray:
-    """Compressed RLE -> bool [H, W]."""
-    return mask_utils.decode(rle).astype(bool, copy=False)
+    """Compressed RLE -> bool [H, W] (Fortran-ordered, as pycocotools returns it)."""
+    return mask_utils.decode(rle).view(bool)
 
 
 def encode_mask(mask: np.ndarray) -> dict:
-    """bool [H, W] -> compressed RLE with `counts` as str (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
+    """bool [H, W] -> compressed RLE with `counts` as str (JSON-ready). A Fortran-ordered
+    mask (e.g. `fortran_id_map == k`) is encoded without a copy."""
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    rle = mask_utils.encode(np.asfortranarray(m))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle

@@ -1,0 +1,111 @@
+"""Seconds per training step: DETR-R50 detection model, batch 2 of 512x512, 5 objects each, CPU.
+
+The step is the trainer's: forward (TrainStep: model + Hungarian matching), SetCriterion
+with auxiliary losses, backward, gradient clipping at 0.1, AdamW (two lr groups) step.
+Reference: the official DETR code takes about 2.0 s per such step on the project's 2-core
+CPU machines.
+
+    python bench/train_step.py [--steps 5] [--threads N] [--channels-last] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def make_batch(batch: int, size: int, objects: int, num_classes: int, seed: int = 0):
+    from panoptic_detr.model.nested_tensor import nested_tensor_from_tensor_list
+
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randn(3, size, size, generator=g) for _ in range(batch)]
+    targets = []
+    for _ in range(batch):
+        cxcy = torch.rand(objects, 2, generator=g) * 0.6 + 0.2
+        wh = torch.rand(objects, 2, generator=g) * 0.3 + 0.05
+        targets.append({
+            "labels": torch.randint(1, num_classes, (objects,), generator=g),
+            "boxes": torch.cat([cxcy, wh], 1),
+        })
+    return nested_tensor_from_tensor_list(images), targets
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--objects", type=int, default=5)
+    ap.add_argument("--model", default="r50")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--channels-last", action="store_true", help="backbone in channels_last memory format")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from panoptic_detr.engine.criterion import SetCriterion, build_weight_dict
+    from panoptic_detr.engine.matcher import HungarianMatcher
+    from panoptic_detr.engine.train import TrainStep, make_adamw, param_groups
+    from panoptic_detr.engine.train_config import OptimConfig
+    from panoptic_detr.model.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(args.model).train()
+    if args.channels_last:
+        model.backbone[0].set_channels_last(True)
+    cfg = model.config
+    o = OptimConfig()
+    optimizer = make_adamw(param_groups(model, o.lr, o.lr_backbone, o.weight_decay), o)
+    matcher = HungarianMatcher(1, 5, 2)
+    criterion = SetCriterion(cfg.num_classes, matcher, build_weight_dict(num_aux=cfg.dec_layers - 1),
+                             eos_coef=0.1, losses=("labels", "boxes", "cardinality"))
+    step_module = TrainStep(model, matcher)
+    samples, targets = make_batch(args.batch, args.size, args.objects, cfg.num_classes)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step():
+        outputs, indices = step_module(samples, targets)
+        losses = criterion(outputs, targets, indices=indices)
+        loss = criterion.weighted_total(losses)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.1)
+        optimizer.step()
+        return float(loss.detach())
+
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    result = {
+        "bench": "train_step",
+        "model": args.model,
+        "batch": args.batch,
+        "size": args.size,
+        "objects": args.objects,
+        "threads": torch.get_num_threads(),
+        "channels_last": args.channels_last,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "steps": [round(t, 3) for t in times],
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"train step ({args.model}, batch {args.batch} x {args.size}x{args.size}, {args.objects} objects, "
+              f"{result['threads']} threads{', channels_last' if args.channels_last else ''}): "
+              f"median {result['median_s']:.3f} s, min {result['min_s']:.3f} s over {args.steps} steps "
+              f"(official DETR: ~2.0 s)")
+
+
+if __name__ == "__main__":
+    main()
