@@ -50,9 +50,11 @@ def run(args):
         raise PanopticDetrError(f"--threshold must be in [0, 1), got {args.threshold}")
     if args.max_images < 1:
         raise PanopticDetrError(f"--max-images must be at least 1, got {args.max_images}")
+    if args.image.is_dir():
+        raise PanopticDetrError(f"{args.image}: is a folder; explain takes one image (explain-queries takes folders)")
     if not args.image.is_file():
         raise PanopticDetrError(f"{args.image}: image not found")
-    model = load(args)
+    model = load(args, need_masks=True)
     index = explain_to_folder(
         model, args.image, args.out, points=args.points, num_queries=args.queries, threshold=args.threshold,
         short_side=args.short_side, max_size=args.max_size, query_images=args.query_images, split=args.split,

@@ -47,13 +47,12 @@ def check_common(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def load(args):
+def load(args, need_masks: bool = False):
     from panoptic_detr import load_model
+    from panoptic_detr.errors import PanopticDetrError
 
     model = load_model(args.checkpoint, device=args.device)
-    if getattr(getattr(model, "config", None), "masks", True) is False and args.__dict__.get("image") is not None:
-        from panoptic_detr.errors import PanopticDetrError
-
+    if need_masks and not getattr(getattr(model, "config", None), "masks", True):
         raise PanopticDetrError(f"{args.checkpoint}: a detection model (no mask head); explain needs a panoptic model")
     return model
 

@@ -179,7 +179,8 @@ def peak_memory_mb() -> float:
 def print_summary(summary: dict, report: Path) -> None:
     print("\n[demo] stage times:")
     for s in summary["stages"]:
-        print(f"  {s['name']:<10} {'skipped' if s['skipped'] else f'{s['seconds']:7.1f} s'}")
+        took = "skipped" if s["skipped"] else f"{s['seconds']:7.1f} s"
+        print(f"  {s['name']:<10} {took}")
     print(f"  {'total':<10} {summary['total_seconds']:7.1f} s   peak memory {summary['peak_memory_mb']:.0f} MB")
     pan = summary["metrics"]["panoptic"]
     print("\n          PQ     SQ     RQ      n")

@@ -206,21 +206,21 @@ def explain_image(
     max_size: int | None = 1333,
     device: str = "cpu",
 ) -> Explanation:
-    """Run `model` (a panoptic model, or a `Predictor` wrapping one) on `image` (path, HxWx3
-    array or PIL image) with attention capture and collect everything the figures need.
+    """Run `model` (a panoptic model, or a `Predictor` wrapping one, whose threshold and
+    resize then apply) on `image` (path, HxWx3 array or PIL image) with attention capture
+    and collect everything the figures need.
 
     The kept queries, their masks and the panoptic map are exactly `Predictor`'s for the
     same threshold and resize.
     """
-    from panoptic_detr.engine.inference import panoptic_inference, select_queries
+    from panoptic_detr.data.image_io import load_image, to_rgb_array
+    from panoptic_detr.engine.inference import PanopticOutput, panoptic_inference, select_queries
     from panoptic_detr.model.attention import model_attention
 
     t0 = time.perf_counter()
     predictor = _preprocessor(model, device, threshold, short_side, max_size)
     net = predictor.model
     threshold = predictor.threshold
-    from panoptic_detr.data.image_io import load_image, to_rgb_array
-
     arr = load_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb_array(image)
     x, (H, W) = predictor.preprocess(arr)
     h, w = int(x.shape[-2]), int(x.shape[-1])
@@ -240,11 +240,9 @@ def explain_image(
         num_classes = int(logits.shape[-1] - 1)
         panoptic = None
         if masks is not None:
-            isthing = _isthing_table(predictor.categories, num_classes)
+            isthing = _isthing_table(predictor.categories, num_classes).to(logits.device)
             panoptic = panoptic_inference(logits, lambda q: masks, (h, w), (H, W), isthing,
                                           threshold=threshold, min_area=predictor.min_area)
-            from panoptic_detr.engine.inference import PanopticOutput
-
             panoptic = PanopticOutput(panoptic.id_map.cpu(), panoptic.segments_info)
         t4 = time.perf_counter()
 
@@ -410,11 +408,13 @@ FIGURES = {
                 "For each reference point (marked with a letter), the self-attention of the encoder token under it "
                 "(last encoder layer, averaged over the heads) over all tokens of the stride-{stride} feature grid "
                 "({vh} x {vw} tokens; padding removed), drawn over the image's extent. Each map sums to 1. "
-                "A trained encoder already separates instances: the pixels of the same object light up together."),
+                "In a trained model the encoder already separates instances: the pixels of the same object light "
+                "up together."),
     "decoder": ("2_decoder_attention.png", "2. Decoder attention per detected object",
                 "For every detected object (score above {threshold:g}), the cross-attention of its query over the "
                 "image in the last decoder layer, averaged over the heads, with the predicted box and label. "
-                "The decoder attends mostly to the object's extremities (head, legs, edges) that fix its box and class."),
+                "In a trained model the decoder attends mostly to the object's extremities (head, legs, edges), "
+                "which fix its box and class."),
     "queries": ("3_query_boxes.png", "3. Where the queries look",
                 "Each panel is one query slot; each dot is the centre of the box it predicted on one of {n_images} "
                 "image(s){query_source}. Colour: green small boxes, red large horizontal, blue large vertical. "
@@ -430,7 +430,7 @@ FIGURES = {
                        "concatenated with the memory, are the input of the FPN mask head."),
     "masks": ("6_binary_masks.png", "6. Binary masks, argmax, panoptic result",
               "Top: the mask logits of each kept object, upsampled to the image and thresholded at "
-              "sigmoid > 0.5 (masks overlap and leave holes). Bottom left: the pixel-wise argmax over the kept "
+              "sigmoid > 0.5 (they may overlap or leave holes). Bottom left: the pixel-wise argmax over the kept "
               "masks, which assigns every pixel to exactly one segment (stuff of one class merged, segments of "
               "{min_area} pixels or fewer dropped); it is the prediction's panoptic id map. Bottom right: the "
               "final panoptic segmentation over the image."),
@@ -510,7 +510,7 @@ def render_figures(
     cfg = expl.config
     if cfg is None:
         raise PanopticDetrError("explain: the model has no .config; build it with build_model or load_model")
-    figs["diagram"] = network_diagram_figure(network_shapes(cfg, expl.processed_size))
+    figs["diagram"] = network_diagram_figure(network_shapes(cfg, expl.processed_size, expl.original_size))
     return figs
 
 

@@ -41,7 +41,7 @@ from panoptic_detr.errors import PanopticDetrError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["Predictor", "resize_shape", "default_categories", "save_panoptic_png", "predict_paths", "PredictReport"]
+__all__ = ["Predictor", "fold_batchnorm", "resize_shape", "default_categories", "save_panoptic_png", "predict_paths", "PredictReport"]
 
 
 def resize_shape(height: int, width: int, short_side: int = 800, max_size: int | None = 1333) -> tuple[int, int]:
@@ -82,6 +82,63 @@ def save_panoptic_png(path: str | os.PathLike, id_map) -> None:
         Image.fromarray(id2rgb(id_map)).save(tmp, format="PNG")
 
 
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose backbone batch norms are folded into the convolutions before them.
+
+    In the ResNet blocks every `convN` is followed directly by `bnN` (and `downsample` is
+    `Sequential(conv, bn)`); a frozen (or eval-mode) batch norm is an affine map per
+    channel, so `bn(conv(x)) == conv'(x)` with `conv'.weight = conv.weight * scale` and
+    `conv'.bias = shift`. That removes two full passes over every backbone activation
+    (about a quarter of the backbone's CPU time). Values change only by float rounding.
+    The model passed in is not modified.
+    """
+    import copy
+
+    from torch import nn
+
+    from panoptic_detr.model.backbone import BasicBlock, Bottleneck, FrozenBatchNorm2d, ResNet
+
+    def affine(bn):
+        if isinstance(bn, FrozenBatchNorm2d):
+            eps = bn.eps
+        elif isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_var is not None:
+            eps = bn.eps
+        else:
+            return None
+        weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        bias = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+        scale = weight * (bn.running_var + eps).rsqrt()
+        return scale, bias - bn.running_mean * scale
+
+    def fold(parent, conv_name, bn_name):
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        params = affine(bn)
+        if not isinstance(conv, nn.Conv2d) or params is None or conv.groups != 1:
+            return
+        scale, shift = params
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, bias=True, padding_mode=conv.padding_mode).to(conv.weight.device,
+                                                                                       conv.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+            fused.bias.copy_(shift if conv.bias is None else conv.bias * scale + shift)
+        fused.weight.requires_grad_(False)
+        fused.bias.requires_grad_(False)
+        setattr(parent, conv_name, fused)
+        setattr(parent, bn_name, nn.Identity())
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        if isinstance(module, (ResNet, BasicBlock, Bottleneck)):
+            for i in (1, 2, 3):
+                if hasattr(module, f"conv{i}") and hasattr(module, f"bn{i}"):
+                    fold(module, f"conv{i}", f"bn{i}")
+            down = getattr(module, "downsample", None)
+            if isinstance(down, nn.Sequential) and len(down) == 2:
+                fold(down, "0", "1")
+    return model
+
+
 class Predictor:
     """Panoptic segmentation of images with a DETR panoptic model.
 
@@ -93,11 +150,16 @@ class Predictor:
     fast_masks: run the mask head only for the kept queries (identical maps; False runs
         the full forward, masks for every query, as the official code).
     channels_last: run the backbone convolutions in channels-last memory format through
-        the model's `set_channels_last` (default: on for CPU, where oneDNN is faster).
+        the model's `set_channels_last` (off by default: no faster on CPU here, and each
+        new image size then costs a noticeable one-off kernel preparation).
     min_area: segments with at most this many pixels are dropped.
     batch_forward: run same-size images through the network together (default: on
         accelerators only; on CPU each image alone, so that maps are bit-identical
         whatever the batch size).
+    fold_bn: run a copy of the model with the backbone's frozen batch norms folded into
+        its convolutions (`fold_batchnorm`; a quarter less backbone time, values equal up
+        to float rounding). The model passed in is never modified; a Predictor made
+        before the model's weights change keeps the old weights.
     """
 
     def __init__(
@@ -109,27 +171,40 @@ class Predictor:
         max_size: int | None = 1333,
         batch_size: int = 1,
         fast_masks: bool = True,
-        channels_last: bool | None = None,
+        channels_last: bool = False,
         min_area: int = 4,
         batch_forward: bool | None = None,
+        fold_bn: bool = True,
     ):
+        import copy
+
         self.device = torch.device(device)
         if isinstance(model_or_checkpoint, (str, os.PathLike)):
             from panoptic_detr import load_model
 
             model = load_model(model_or_checkpoint, device=str(self.device))
             source = str(model_or_checkpoint)
+            owned = True
         else:
-            model = model_or_checkpoint.to(self.device)
+            model = model_or_checkpoint
             source = type(model).__name__
-        model.eval()
+            owned = False
         config = getattr(model, "config", None)
-        if config is not None and not getattr(config, "masks", True):
+        if (config is not None and not getattr(config, "masks", True)) or not hasattr(model, "mask_head"):
             raise PanopticDetrError(f"{source}: a detection model (no mask head); predict needs a panoptic model")
         if not hasattr(model, "masks_for_queries"):
             fast_masks = False
-        if channels_last is None:
-            channels_last = self.device.type == "cpu"
+        # never modify the caller's model (mode, device, layers, memory format): work on a copy
+        # whenever something has to change
+        param = next(model.parameters(), None)
+        on_device = param is None or param.device == self.device or (
+            self.device.type == param.device.type and self.device.index is None
+        )
+        if fold_bn:
+            model = fold_batchnorm(model)
+        elif not owned and (channels_last or model.training or not on_device):
+            model = copy.deepcopy(model)
+        model = model.to(self.device).eval()
         if channels_last:
             # the model's own switch (Backbone.set_channels_last): layout only, same values
             for module in model.modules():

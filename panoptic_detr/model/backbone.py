@@ -51,6 +51,46 @@ class FrozenBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}"
 
 
+class PaddingMasks:
+    """Exact padding masks of a batch at every stride, for the padding-invariant mode.
+
+    Every strided op of the ResNet (7x7/2 conv, 3x3/2 max-pool, 3x3/2 and 1x1/2 convs) maps a
+    size n to ceil(n / 2), so an image whose valid region is h x w has exactly
+    ceil(h / s) x ceil(w / s) valid positions at stride s, wherever it sits in a padded batch.
+    (DETR's nearest-interpolated masks can differ from this by one row or column.)
+    """
+
+    def __init__(self, mask: Tensor):
+        valid = ~mask
+        self.heights = valid[:, :, 0].sum(1)  # valid regions are top-left rectangles
+        self.widths = valid[:, 0, :].sum(1)
+        self.size = tuple(mask.shape[-2:])
+        self._cache: dict[int, Tensor] = {}
+
+    def padding(self, stride: int) -> Tensor:
+        """[B, 1, ceil(H/stride), ceil(W/stride)] bool, True = padding."""
+        if stride not in self._cache:
+            h, w = (-(-n // stride) for n in self.size)
+            rows = torch.arange(h, device=self.heights.device)[None, :, None]
+            cols = torch.arange(w, device=self.widths.device)[None, None, :]
+            vh = -(-self.heights // stride)
+            vw = -(-self.widths // stride)
+            pad = (rows >= vh[:, None, None]) | (cols >= vw[:, None, None])
+            self._cache[stride] = pad[:, None]
+        return self._cache[stride]
+
+    def zero(self, x: Tensor, stride: int) -> Tensor:
+        """x with its padded positions set to 0, as a conv's own zero padding sees them."""
+        pad = self.padding(stride)
+        if pad.shape[-2:] != x.shape[-2:]:
+            raise RuntimeError(f"padding mask {tuple(pad.shape[-2:])} does not fit features {tuple(x.shape[-2:])}")
+        return x.masked_fill(pad, 0)
+
+
+def _zero(x: Tensor, pm: PaddingMasks | None, stride: int) -> Tensor:
+    return x if pm is None else pm.zero(x, stride)
+
+
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
@@ -69,6 +109,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         if dilation != 1:
             raise ValueError("BasicBlock has no dilation (as torchvision's)")
+        self.stride = stride
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = norm_layer(planes)
         self.conv2 = _conv3x3(planes, planes)
@@ -76,11 +117,13 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pm: PaddingMasks | None = None, stride_in: int = 1) -> Tensor:
+        """`pm` (padding-invariant mode): re-zero the padding before every spatial conv."""
+        stride_out = stride_in * self.stride
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = _zero(self.relu(self.bn1(self.conv1(x))), pm, stride_out)
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return _zero(self.relu(out + identity), pm, stride_out)
 
 
 class Bottleneck(nn.Module):
@@ -91,6 +134,7 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  dilation: int = 1, norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d):
         super().__init__()
+        self.stride = stride
         self.conv1 = _conv1x1(inplanes, planes)
         self.bn1 = norm_layer(planes)
         self.conv2 = _conv3x3(planes, planes, stride, dilation)
@@ -100,12 +144,14 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pm: PaddingMasks | None = None, stride_in: int = 1) -> Tensor:
+        """`pm` (padding-invariant mode): re-zero the padding before every spatial conv."""
+        stride_out = stride_in * self.stride
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = _zero(self.relu(self.bn1(self.conv1(x))), pm, stride_in)
+        out = _zero(self.relu(self.bn2(self.conv2(out))), pm, stride_out)
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return _zero(self.relu(out + identity), pm, stride_out)
 
 
 class ResNet(nn.Module):
@@ -151,11 +197,21 @@ class ResNet(nn.Module):
                    for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def forward(self, x: Tensor, pm: PaddingMasks | None = None) -> list[Tensor]:
+        """-> [layer1, layer2, layer3, layer4] outputs. With `pm` (padding-invariant mode) the
+        padding is re-zeroed before every spatial op, so it acts exactly as each image's own
+        zero padding would if the image ran alone."""
+        x = _zero(self.relu(self.bn1(self.conv1(x))), pm, 2)
+        x = _zero(self.maxpool(x), pm, 4)  # inputs are >= 0, so zeros act as the pool's -inf padding
         outs = []
+        stride = 4
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
+            if pm is None:
+                x = layer(x)  # the official path (keeps the Sequential's hooks working)
+            else:
+                for block in layer:
+                    x = block(x, pm, stride)
+                    stride *= block.stride
             outs.append(x)
         return outs
 
@@ -185,6 +241,7 @@ class Backbone(nn.Module):
         self.strides = [4, 8, 16, 16 if dilation else 32]
         self.num_channels = self.channels[-1]
         self.channels_last = False  # see set_channels_last
+        self.padding_invariant = False  # see set_padding_invariant
 
     def set_channels_last(self, enabled: bool = True) -> "Backbone":
         """Run the convolutions in channels_last memory format (often faster on CPU and GPU).
@@ -199,12 +256,16 @@ class Backbone(nn.Module):
         x = samples.tensors
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.body(x)
+        pm = PaddingMasks(samples.mask) if self.padding_invariant else None
+        feats = self.body(x, pm)
         out = []
-        for f in feats:
+        for f, stride in zip(feats, self.strides):
             if self.channels_last:
                 f = f.contiguous()
-            mask = F.interpolate(samples.mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0]
+            if pm is not None:
+                mask = pm.padding(stride)[:, 0]
+            else:
+                mask = F.interpolate(samples.mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0]
             out.append(NestedTensor(f, mask))
         return out
 

@@ -63,6 +63,23 @@ class DETR(nn.Module):
     def num_classes(self) -> int:
         return self.class_embed.out_features - 1
 
+    @property
+    def padding_invariant(self) -> bool:
+        return self.backbone[0].padding_invariant
+
+    def set_padding_invariant(self, enabled: bool = True):
+        """Opt-in mode where an image gives the same outputs alone or padded in any batch.
+
+        Official DETR is not padding invariant: the ResNet's convolutions next to an image's
+        border see the batch padding (after the first layer it is no longer zero), which the
+        DETR authors note makes results vary with the batch composition. In this mode the
+        padding is re-zeroed before every spatial operation and the masks are the exact valid
+        regions, so each image is computed as if it ran alone (with the same weights, an
+        unpadded image gives the official outputs either way). Costs a few elementwise ops.
+        """
+        self.backbone[0].padding_invariant = enabled
+        return self
+
     def _device(self) -> torch.device:
         return self.query_embed.weight.device
 

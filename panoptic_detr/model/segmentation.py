@@ -60,6 +60,21 @@ class MHAttentionMap(nn.Module):
         return weights
 
 
+def masked_group_norm(x: Tensor, gn: nn.GroupNorm, pad: Tensor) -> Tensor:
+    """GroupNorm with statistics over the valid positions only (`pad` [N, 1, H, W], True = padding)."""
+    n, c, h, w = x.shape
+    g = gn.num_groups
+    xf = x.float().view(n, g, c // g, h, w)
+    valid = (~pad).to(xf.dtype).view(n, 1, 1, h, w)
+    count = valid.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1) * (c // g)
+    mean = (xf * valid).sum(dim=(2, 3, 4), keepdim=True) / count
+    var = (((xf - mean) ** 2) * valid).sum(dim=(2, 3, 4), keepdim=True) / count
+    y = ((xf - mean) * torch.rsqrt(var + gn.eps)).view(n, c, h, w)
+    if gn.affine:
+        y = y * gn.weight.float()[None, :, None, None] + gn.bias.float()[None, :, None, None]
+    return y.to(x.dtype)
+
+
 @dataclass
 class MaskContext:
     """Per-image inputs of the mask decoder (opaque to callers of `masks_for_queries`)."""
@@ -67,6 +82,8 @@ class MaskContext:
     image_term: Tensor  # [B, dim, h, w] lay1 applied to input_proj(layer4), with lay1's bias
     bbox_mask: Tensor  # [B, Q, nheads, h, w]
     fpns: list[Tensor]  # adapter1(layer3), adapter2(layer2), adapter3(layer1), each [B, c, H_i, W_i]
+    # Padding-invariant mode only: [B, 1, h, w] bool padding masks at the stride of x, fpns[0..2].
+    pads: list[Tensor] | None = None
 
     @property
     def mask_size(self) -> tuple[int, int]:
@@ -99,24 +116,39 @@ class MaskHeadSmallConv(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 nn.init.constant_(m.bias, 0)
 
-    def prepare(self, x: Tensor, bbox_mask: Tensor, fpns: list[Tensor]) -> MaskContext:
-        """x [B, d, h, w] = input_proj(layer4); bbox_mask [B, Q, nheads, h, w]; fpns = [layer3, layer2, layer1]."""
+    def prepare(self, x: Tensor, bbox_mask: Tensor, fpns: list[Tensor], pads: list[Tensor] | None = None
+                ) -> MaskContext:
+        """x [B, d, h, w] = input_proj(layer4); bbox_mask [B, Q, nheads, h, w]; fpns = [layer3, layer2, layer1].
+        `pads` (padding-invariant mode): bool padding masks [B, 1, ., .] at the strides of x and fpns."""
         d = x.shape[1]
+        if pads is not None:
+            x = x.masked_fill(pads[0], 0)
         image_term = F.conv2d(x, self.lay1.weight[:, :d], self.lay1.bias, padding=1)
         adapted = [self.adapter1(fpns[0]), self.adapter2(fpns[1]), self.adapter3(fpns[2])]
-        return MaskContext(image_term, bbox_mask, adapted)
+        return MaskContext(image_term, bbox_mask, adapted, pads)
 
     def decode(self, ctx: MaskContext, batch_index: Tensor, query_index: Tensor) -> Tensor:
         """Mask logits [N, H/4, W/4] of the N (image, query) pairs."""
         d = self.dim - ctx.bbox_mask.shape[2]
         att = ctx.bbox_mask[batch_index, query_index]  # [N, nheads, h, w]
+        pads = None if ctx.pads is None else [p[batch_index] for p in ctx.pads]
+
+        def norm_relu(y: Tensor, gn: nn.GroupNorm, level: int) -> Tensor:
+            if pads is None:
+                return F.relu(gn(y))
+            # Statistics over the valid region, padding back to zero for the next 3x3 conv.
+            return F.relu(masked_group_norm(y, gn, pads[level])).masked_fill(pads[level], 0)
+
         x = ctx.image_term[batch_index] + F.conv2d(att, self.lay1.weight[:, d:], None, padding=1)
-        x = F.relu(self.gn1(x))
-        x = F.relu(self.gn2(self.lay2(x)))
-        for fpn, lay, gn in zip(ctx.fpns, (self.lay3, self.lay4, self.lay5), (self.gn3, self.gn4, self.gn5)):
+        x = norm_relu(x, self.gn1, 0)
+        x = norm_relu(self.lay2(x), self.gn2, 0)
+        stages = zip(ctx.fpns, (self.lay3, self.lay4, self.lay5), (self.gn3, self.gn4, self.gn5))
+        for level, (fpn, lay, gn) in enumerate(stages, start=1):
             cur = fpn[batch_index]
             x = cur + F.interpolate(x, size=cur.shape[-2:], mode="nearest")
-            x = F.relu(gn(lay(x)))
+            if pads is not None:
+                x = x.masked_fill(pads[level], 0)
+            x = norm_relu(lay(x), gn, level)
         return self.out_lay(x)[:, 0]
 
     def forward(self, x: Tensor, bbox_mask: Tensor, fpns: list[Tensor]) -> Tensor:
@@ -157,12 +189,25 @@ class DETRsegm(nn.Module):
     def num_queries(self) -> int:
         return self.detr.num_queries
 
+    @property
+    def padding_invariant(self) -> bool:
+        return self.detr.padding_invariant
+
+    def set_padding_invariant(self, enabled: bool = True):
+        """See `DETR.set_padding_invariant`; the mask head then also re-zeroes the padding and
+        takes its GroupNorm statistics over each image's valid region only."""
+        self.detr.set_padding_invariant(enabled)
+        return self
+
     def forward(self, samples, with_masks: bool = True) -> dict:
         f = self.detr.encode_decode(samples)
         out = self.detr.predict_heads(f.hs)
         bbox_mask = self.bbox_attention(f.hs[-1], f.memory, mask=f.mask)
-        ctx = self.mask_head.prepare(f.src_proj, bbox_mask, [f.features[2].tensors, f.features[1].tensors,
-                                                             f.features[0].tensors])
+        fpn_levels = [f.features[2], f.features[1], f.features[0]]
+        pads = None
+        if self.detr.padding_invariant:
+            pads = [m[:, None] for m in [f.mask] + [level.mask for level in fpn_levels]]
+        ctx = self.mask_head.prepare(f.src_proj, bbox_mask, [level.tensors for level in fpn_levels], pads)
         if not with_masks:
             out["mask_context"] = ctx
             return out

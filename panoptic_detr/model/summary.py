@@ -28,6 +28,39 @@ def _count(modules: list[nn.Module]) -> tuple[int, int]:
     return trainable, frozen
 
 
+def structure(model: nn.Module) -> list[tuple[str, str, int]]:
+    """[(state-dict prefix, description, number of keys), ...] of the model's main parts."""
+    detr = getattr(model, "detr", model)
+    p = "detr." if detr is not model else ""
+    cfg = getattr(model, "config", None)
+    body = detr.backbone[0].body
+    depths = "/".join(str(len(getattr(body, f"layer{i}"))) for i in range(1, 5))
+    block = type(body.layer1[0]).__name__
+    enc, dec = detr.transformer.encoder, detr.transformer.decoder
+    d = detr.transformer.d_model
+    parts = [
+        (f"{p}backbone.0.body", f"ResNet ({depths} {block} blocks{', layer4 dilated' if cfg and cfg.dilation else ''}, "
+                                f"{type(body.bn1).__name__})"),
+        (f"{p}transformer.encoder", f"{enc.num_layers} x post-norm encoder layer (d {d}, {detr.transformer.nhead} heads, "
+                                    f"FFN {enc.layers[0].linear1.out_features if enc.num_layers else 0})"),
+        (f"{p}transformer.decoder", f"{dec.num_layers} x post-norm decoder layer + shared final norm"),
+        (f"{p}input_proj", f"1x1 conv {detr.input_proj.in_channels} -> {d}"),
+        (f"{p}query_embed", f"{detr.num_queries} learned queries x {d}"),
+        (f"{p}class_embed", f"Linear {d} -> {detr.class_embed.out_features} (last = no object)"),
+        (f"{p}bbox_embed", "MLP 3 layers -> 4 (sigmoid cx, cy, w, h)"),
+    ]
+    if hasattr(model, "mask_head"):
+        mh = model.mask_head
+        parts += [
+            ("bbox_attention", f"attention maps, {model.bbox_attention.num_heads} heads, softmax over heads x h x w"),
+            ("mask_head", f"3x3 convs + GroupNorm(8): {mh.lay1.in_channels} -> {mh.lay1.out_channels} -> {mh.lay2.out_channels} -> "
+                          f"{mh.lay3.out_channels} -> {mh.lay4.out_channels} -> {mh.lay5.out_channels} -> 1, "
+                          f"adapters from {mh.adapter1.in_channels}/{mh.adapter2.in_channels}/{mh.adapter3.in_channels}"),
+        ]
+    keys = list(model.state_dict())
+    return [(prefix, desc, sum(1 for k in keys if k.startswith(prefix + "."))) for prefix, desc in parts]
+
+
 def parameter_groups(model: nn.Module) -> list[tuple[str, list[tuple[str, int, int]]]]:
     """[(group, [(part, trainable, frozen), ...]), ...] for backbone / transformer / heads / mask head."""
     detr = getattr(model, "detr", model)
@@ -82,12 +115,19 @@ def trace_shapes(model: nn.Module, size: tuple[int, int], batch: int = 1) -> tup
     handles = [m.register_forward_hook(probe.hook(n, n in chunked)) for m, n in watched]
     device = next(model.parameters()).device
     h, w = size
+    # The official path calls every module hooked above (the padding-invariant one bypasses
+    # some); shapes are the same in both.
+    invariant = getattr(model, "padding_invariant", False)
+    if invariant:
+        model.set_padding_invariant(False)
     try:
         with torch.no_grad():
             out = model(torch.randn(batch, 3, h, w, device=device))
     finally:
         for hd in handles:
             hd.remove()
+        if invariant:
+            model.set_padding_invariant(True)
 
     s = probe.shapes
     strides = detr.backbone.strides
@@ -134,6 +174,13 @@ def summarize(model: nn.Module, size: tuple[int, int] = (800, 1066), name: str =
     cats = getattr(model, "categories", None)
     if cats is not None:
         lines.append(f"categories: {len(cats)} ({len(cats.thing_ids)} things, {len(cats.stuff_ids)} stuff)")
+
+    lines.append("")
+    parts = structure(model)
+    width = max(len(prefix) for prefix, _, _ in parts) + 2
+    lines.append(f"structure ({len(model.state_dict())} state-dict keys):")
+    for prefix, desc, n in parts:
+        lines.append(f"  {prefix + '.*':<{width + 2}}{desc}  [{n} keys]")
 
     lines.append("")
     lines.append(f"{'parameters':<40}{'total':>10}{'trainable':>12}{'frozen':>10}")

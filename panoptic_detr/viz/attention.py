@@ -24,7 +24,6 @@ from panoptic_detr.viz.figures import (
     as_uint8_image,
     category_color,
     draw_box,
-    empty_panel,
     grid_shape,
     image_axes,
     new_figure,

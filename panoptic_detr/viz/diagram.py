@@ -8,7 +8,6 @@ input size.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -34,9 +33,10 @@ def _half(n: int) -> int:
     return (int(n) + 1) // 2
 
 
-def network_shapes(config: Any, input_size: tuple[int, int]) -> dict:
+def network_shapes(config: Any, input_size: tuple[int, int], original_size: tuple[int, int] | None = None) -> dict:
     """Every tensor shape (batch dimension left out) through the network for one image of
-    `input_size` (H, W) after resizing. `config` is a `ModelConfig` or a dict of its fields."""
+    `input_size` (H, W) after resizing; the panoptic map is at `original_size` (default:
+    the input size). `config` is a `ModelConfig` or a dict of its fields."""
     H, W = (int(v) for v in input_size)
     backbone = str(_cfg(config, "backbone", "resnet50"))
     chans = BACKBONE_CHANNELS.get(backbone, BACKBONE_CHANNELS["resnet50"])
@@ -71,7 +71,7 @@ def network_shapes(config: Any, input_size: tuple[int, int]) -> dict:
         "decoder": (Q, d),
         "logits": (Q, C + 1),
         "boxes": (Q, 4),
-        "panoptic": (H, W),
+        "panoptic": tuple(int(v) for v in original_size) if original_size is not None else (H, W),
         "meta": {
             "backbone": backbone,
             "dilation": dilation,
@@ -262,7 +262,10 @@ def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
         for stage, step in ((stages[2], f3), (stages[1], f2), (stages[0], f1)):
             cv.arrow(stage["b"], (step["x"] + step["w"] / 2, step["y"] + step["h"] + 0.25), color="#8a63d2",
                      lw=1.1, ls="--", rad=0.12)
+        resized = tuple(shapes["panoptic"]) != (H, W)
         pan = cv.box(0.8, y3, 16.2, h3, "keep queries > threshold,\nupsample, pixel-wise argmax",
-                     "panoptic id map " + fmt_shape(shapes["panoptic"]), C_OUT, title_size=9, shape_size=8)
+                     "panoptic id map " + fmt_shape(shapes["panoptic"]) + ("\n(at the original image size)"
+                                                                          if resized else ""),
+                     C_OUT, title_size=9, shape_size=8)
         cv.arrow(out["l"], pan["r"])
     return fig

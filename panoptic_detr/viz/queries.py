@@ -21,7 +21,6 @@ from panoptic_detr.viz.figures import (
     SUBTITLE_SIZE,
     TICK_SIZE,
     TITLE_SIZE,
-    add_colorbar,
     as_uint8_image,
     category_color,
     category_name,
@@ -210,4 +209,4 @@ def active_queries_figure(
     return fig
 
 
-__all__ = ["box_size_colors", "query_boxes_figure", "active_queries_figure", "add_colorbar"]
+__all__ = ["box_size_colors", "query_boxes_figure", "active_queries_figure"]

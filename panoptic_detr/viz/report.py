@@ -78,13 +78,17 @@ def ground_truth_overlays(run: Path, limit: int = 8) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _took(stage: dict) -> str:
+    return "skipped (done)" if stage["skipped"] else f"{stage['seconds']:.1f} s"
+
+
 def write_report(run: Path, summary: dict) -> Path:
     run = Path(run)
     metrics = summary["metrics"]
     pan = metrics["panoptic"]
     started = summary["started_from"]
     stage_rows = "".join(
-        f"<tr><td>{html.escape(s['name'])}</td><td>{'skipped (done)' if s['skipped'] else f'{s['seconds']:.1f} s'}</td>"
+        f"<tr><td>{html.escape(s['name'])}</td><td>{_took(s)}</td>"
         f"<td><code>{html.escape(s['command'])}</code></td></tr>"
         for s in summary["stages"]
     )

@@ -23,6 +23,7 @@ SETTINGS = TINY_SETTINGS + [
     "data.crop_resize=[56,64]",
     "data.hflip=0.5",
     "checkpoint_every=2",
+    "optim.lr_backbone=0",  # frozen backbone weights (BatchNorm statistics still move): smaller checkpoints
 ]
 
 

@@ -181,9 +181,8 @@ def perturb(
         ys, xs = np.nonzero(fill)
         src = pred[np.clip(ys - 1, 0, h - 1), xs]
         pred[ys, xs] = src
-    for op in ops:
-        if op not in ("fp", "fp_void", "fp_crowd", "only_pred") or rng.random() > 0.6:
-            continue
+    extra = [op for op in ops if op in ("fp", "fp_void", "fp_crowd", "only_pred") for _ in range(int(rng.integers(1, 3)))]
+    for op in extra:
         (nid,) = _new_ids(rng, 1, taken)
         if op == "fp_void" and (gt_ids == 0).any():
             ys, xs = np.nonzero(gt_ids == 0)

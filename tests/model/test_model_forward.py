@@ -201,6 +201,33 @@ def test_padding_never_leaks_past_the_backbone(tiny):
     torch.testing.assert_close(rec2.mask_attention[0, :, :, :h, :w], maps1[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("sizes", [((96, 128), (160, 96)), ((101, 77), (150, 133)), ((65, 200), (33, 31))])
+def test_padding_invariant_mode_gives_each_image_its_own_outputs(tiny, sizes):
+    """Opt-in mode: an image alone and padded inside a batch give the same outputs on its valid
+    region (all outputs, pred_masks included), and an unpadded image the official ones."""
+    g = torch.Generator().manual_seed(sum(sizes[0]))
+    a, b = (torch.randn(3, *s, generator=g) for s in sizes)
+    with torch.no_grad():
+        official = tiny([a])
+        tiny.set_padding_invariant(True)
+        try:
+            alone, first, second = tiny([a]), tiny([a, b]), tiny([b, a])
+        finally:
+            tiny.set_padding_invariant(False)
+    h, w = alone["pred_masks"].shape[-2:]
+    for k in ("pred_logits", "pred_boxes", "pred_masks"):
+        torch.testing.assert_close(alone[k], official[k], atol=1e-4, rtol=0)
+        for batched in (first[k][:1], second[k][1:]):
+            torch.testing.assert_close(batched[..., :h, :w] if k == "pred_masks" else batched, alone[k],
+                                       atol=1e-4, rtol=0)
+    for aux_a, aux_b in zip(alone["aux_outputs"], second["aux_outputs"]):
+        torch.testing.assert_close(aux_b["pred_logits"][1:], aux_a["pred_logits"], atol=1e-4, rtol=0)
+    # In the official mode the same batch does change the image's outputs (boundary effects).
+    with torch.no_grad():
+        leaky = tiny([a, b])
+    assert (leaky["pred_logits"][:1] - official["pred_logits"]).abs().max() > 1e-3
+
+
 def test_images_of_one_size_do_not_interact_in_a_batch(tiny):
     g = torch.Generator().manual_seed(4)
     a, b = torch.randn(3, 96, 128, generator=g), torch.randn(3, 96, 128, generator=g)
