@@ -10,7 +10,7 @@ so that about `--kept` queries (default 15) pass the 0.85 threshold with varied
 classes, as a trained model does on a typical COCO image.
 
     .venv/bin/python bench/predict.py [--threads 2] [--runs 3] [--kept 15]
-        [--no-channels-last] [--compile] [--skip-reference]
+        [--channels-last] [--no-fold-bn] [--compile] [--skip-reference]
 
 jemalloc (LD_PRELOAD=/path/libjemalloc.so.2) often shaves time off the allocation-heavy
 mask head; the script reports whether it is loaded but does not need it.
@@ -110,7 +110,8 @@ def main() -> int:
     ap.add_argument("--kept", type=int, default=15)
     ap.add_argument("--threshold", type=float, default=0.85)
     ap.add_argument("--preset", default="r50-panoptic")
-    ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--channels-last", action="store_true", help="channels-last backbone (off by default)")
+    ap.add_argument("--no-fold-bn", action="store_true", help="keep the batch norms separate (as the model is)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone (opt-in)")
     ap.add_argument("--skip-reference", action="store_true", help="do not time the full-mask forward")
     args = ap.parse_args()
@@ -122,19 +123,23 @@ def main() -> int:
     from panoptic_detr.engine.predict import Predictor
 
     model = panoptic_detr.build_model(args.preset)
-    predictor = Predictor(model, threshold=args.threshold, channels_last=not args.no_channels_last)
+    options = dict(threshold=args.threshold, channels_last=args.channels_last, fold_bn=not args.no_fold_bn)
     rng = np.random.default_rng(0)
     # a smooth random "photo" at 600x800 -> processed 800x1066
     small = rng.integers(0, 255, (15, 20, 3), dtype=np.uint8)
     from PIL import Image
 
     image = np.asarray(Image.fromarray(small).resize((800, 600), Image.BICUBIC))
-    x, original = predictor.preprocess(image)
+    x, original = Predictor(model, fold_bn=False).preprocess(image)
     assert tuple(x.shape[-2:]) == (800, 1066), x.shape
     calibrate_class_head(model, x, args.kept, args.threshold)
+    predictor = Predictor(model, **options)  # fast path: masks for the kept queries only
+    reference_predictor = Predictor(model, fast_masks=False, **options)  # masks for all queries
+    reference_predictor.model = predictor.model  # the very same weights
     if args.compile:
-        backbone = model.detr.backbone[0]
+        backbone = predictor.model.detr.backbone[0]
         backbone.body = torch.compile(backbone.body, dynamic=False)
+    model = predictor.model
     isthing = predictor._isthing
     size = tuple(x.shape[-2:])
 
@@ -142,15 +147,13 @@ def main() -> int:
         return predictor.predict_tensors([x], [original])[0]
 
     def reference():
-        with torch.inference_mode():
-            out = model(x[None])
-            return panoptic_inference(out["pred_logits"][0], out["pred_masks"][0], size, original, isthing, args.threshold)
+        return reference_predictor.predict_tensors([x], [original])[0]
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average {load:.1f} on {os.cpu_count()} CPUs (timings are wall clock; other busy processes inflate them)")
     print(f"preset {args.preset}, input {size[0]}x{size[1]} (original {original[0]}x{original[1]}), "
           f"{torch.get_num_threads()} threads, allocator: {allocator()}, "
-          f"channels_last: {not args.no_channels_last}, compile: {args.compile}")
+          f"channels_last: {args.channels_last}, batch norm folded: {not args.no_fold_bn}, compile: {args.compile}")
     with torch.inference_mode():
         logits = model(x[None], with_masks=False)["pred_logits"]
     n_kept = int(select_queries(logits, args.threshold)[0].sum())

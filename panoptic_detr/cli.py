@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     only = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only)
     args = parser.parse_args(argv)
+    from panoptic_detr.utils.malloc import tune_malloc
+
+    tune_malloc()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2

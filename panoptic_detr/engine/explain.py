@@ -5,7 +5,9 @@ outputs are unchanged; plain inference never pays for it), computes the masks of
 queries only and the panoptic map exactly as `Predictor` does, and returns an
 `Explanation` holding the attention maps, boxes, scores, masks and the panoptic output.
 `query_boxes(model, images)` collects every query's box over many images (figure 3).
-`write_explanation(...)` renders the seven figures and the `index.html` page.
+`write_explanation(...)` renders the seven figures and the `index.html` page;
+`explain_to_folder` / `explain_queries_to_folder` are the `explain` / `explain-queries`
+commands.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ __all__ = [
     "write_explanation",
     "write_query_figure",
     "images_of",
+    "sibling_images",
+    "explain_to_folder",
+    "explain_queries_to_folder",
     "FIGURES",
 ]
 

@@ -190,6 +190,7 @@ class Predictor:
             source = type(model).__name__
             owned = False
         config = getattr(model, "config", None)
+        categories = getattr(model, "categories", None)
         if (config is not None and not getattr(config, "masks", True)) or not hasattr(model, "mask_head"):
             raise PanopticDetrError(f"{source}: a detection model (no mask head); predict needs a panoptic model")
         if not hasattr(model, "masks_for_queries"):
@@ -224,7 +225,7 @@ class Predictor:
         self.fast_masks = bool(fast_masks)
         self.min_area = int(min_area)
         num_classes = int(config.num_classes) if config is not None else None
-        cats = getattr(model, "categories", None)
+        cats = categories
         if cats is None:
             if num_classes is None:
                 raise PanopticDetrError(f"{source}: model has neither categories nor a config")
@@ -299,19 +300,21 @@ class Predictor:
         with torch.inference_mode():
             if self.fast_masks:
                 out = self.model(batch, with_masks=False)
-                keep, _, _ = select_queries(out["pred_logits"], self.threshold)
-                b_idx, q_idx = keep.nonzero(as_tuple=True)
-                if b_idx.numel():
-                    masks = self.model.masks_for_queries(out["mask_context"], b_idx, q_idx)
-                else:
-                    masks = None
-                for i in range(len(tensors)):
-                    sel = (b_idx == i).nonzero().flatten()
+                # the kept queries of each image, selected exactly as panoptic_inference will
+                kept = [select_queries(out["pred_logits"][i], self.threshold)[0].nonzero().flatten()
+                        for i in range(len(tensors))]
+                q_idx = torch.cat(kept)
+                b_idx = torch.cat([torch.full_like(k, i) for i, k in enumerate(kept)])
+                masks = self.model.masks_for_queries(out["mask_context"], b_idx, q_idx) if q_idx.numel() else None
+                start = 0
+                for i, k in enumerate(kept):
+                    part = slice(start, start + k.numel())
+                    start += k.numel()
 
-                    def source(query_index, sel=sel):
-                        if not torch.equal(query_index.cpu(), q_idx[sel].cpu()):
+                    def source(query_index, part=part, k=k):
+                        if not torch.equal(query_index, k):  # cannot happen: same logits, same rule
                             raise RuntimeError("kept queries differ between selection and inference")
-                        return masks[sel]
+                        return masks[part]
 
                     results.append(self._postprocess(out["pred_logits"][i], source, sizes[i], original_sizes[i], isthing))
             else:

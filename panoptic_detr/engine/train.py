@@ -340,6 +340,9 @@ class Trainer:
         if cfg.init and state is None:
             init_from_checkpoint(model, cfg.init, self.categories, log=self.log)
         set_trainable(model, cfg.stage, cfg.optim.lr_backbone, cfg.optim.freeze_backbone_stem)
+        if cfg.channels_last:
+            detr = getattr(model, "detr", model)
+            detr.backbone[0].set_channels_last(True)
         model.to(self.device)
         self.model = model
         o = cfg.optim
@@ -353,10 +356,15 @@ class Trainer:
         l = cfg.loss
         num_aux = (model.config.dec_layers - 1) if l.aux_loss else 0
         losses = ("labels", "boxes", "cardinality") + (("masks",) if masks else ())
+        weights = build_weight_dict(l.ce, l.bbox, l.giou, l.mask, l.dice, num_aux=num_aux, masks=masks)
+        if cfg.stage == "masks":
+            # DETR is frozen: only the mask losses train; the others are logged (no aux re-matching)
+            weights = {"loss_mask": l.mask, "loss_dice": l.dice}
+            model.detr.aux_loss = False
         self.criterion = SetCriterion(
             self.categories.num_classes,
             matcher,
-            build_weight_dict(l.ce, l.bbox, l.giou, l.mask, l.dice, num_aux=num_aux, masks=masks),
+            weights,
             eos_coef=l.eos_coef,
             losses=losses,
             focal_alpha=l.focal_alpha,

@@ -98,6 +98,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 if supported else fp16, CUDA only) | bf16 | fp16 | none
     cudnn_benchmark: bool = True
+    channels_last: bool = False  # backbone convolutions in channels_last memory format
     find_unused_parameters: bool = False
     log_every: int = 20  # steps between metrics.jsonl records
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)

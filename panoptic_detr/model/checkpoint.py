@@ -80,14 +80,25 @@ def _load_safetensors(path: Path) -> dict:
     return ckpt
 
 
-# Plain-data classes some training scripts store (the official DETR trainer saves its argparse
-# Namespace): rebuilding them only sets attributes, so they are allowed.
-_SAFE_GLOBALS = [argparse.Namespace]
+def _safe_globals() -> list:
+    """Plain-data classes some training scripts store: the official DETR trainer saves its
+    argparse Namespace, others numpy scalars. Rebuilding them only sets attributes or reads
+    raw bytes (no code runs), so they are allowed."""
+    allowed: list = [argparse.Namespace]
+    try:
+        import numpy as np
+
+        scalar = getattr(getattr(np, "_core", None), "multiarray", None) or np.core.multiarray
+        allowed += [scalar.scalar, np.dtype]
+        allowed += [getattr(np.dtypes, n) for n in dir(getattr(np, "dtypes", object())) if n.endswith("DType")]
+    except Exception:  # numpy missing or laid out differently: just fewer allowed classes
+        pass
+    return allowed
 
 
 def _load_torch(path: Path):
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
@@ -99,12 +110,13 @@ def _load_torch(path: Path):
                 f"{path}: this file needs arbitrary unpickling{what}, which could run code, and was refused; "
                 f"only checkpoints of tensors and plain values are loaded (re-save the state dict, "
                 f"or convert it to .safetensors, from a trusted environment)") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({msg.splitlines()[0] if msg else 'unpickling failed'})"
-                              ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unrecognised file format)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, IndexError, TypeError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "central directory" in detail or isinstance(e, EOFError):
             detail = "the file is truncated or corrupt"
+        elif isinstance(e, KeyError) or "load key" in detail:
+            detail = "unrecognised file format"
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {detail[:200]}") from None
 
 

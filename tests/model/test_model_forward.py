@@ -201,7 +201,7 @@ def test_padding_never_leaks_past_the_backbone(tiny):
     torch.testing.assert_close(rec2.mask_attention[0, :, :, :h, :w], maps1[0], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("sizes", [((96, 128), (160, 96)), ((101, 77), (150, 133)), ((65, 200), (33, 31))])
+@pytest.mark.parametrize("sizes", [((64, 96), (96, 64)), ((69, 45), (100, 77)), ((65, 128), (33, 31))])
 def test_padding_invariant_mode_gives_each_image_its_own_outputs(tiny, sizes):
     """Opt-in mode: an image alone and padded inside a batch give the same outputs on its valid
     region (all outputs, pred_masks included), and an unpadded image the official ones."""
@@ -222,10 +222,11 @@ def test_padding_invariant_mode_gives_each_image_its_own_outputs(tiny, sizes):
                                        atol=1e-4, rtol=0)
     for aux_a, aux_b in zip(alone["aux_outputs"], second["aux_outputs"]):
         torch.testing.assert_close(aux_b["pred_logits"][1:], aux_a["pred_logits"], atol=1e-4, rtol=0)
-    # In the official mode the same batch does change the image's outputs (boundary effects).
-    with torch.no_grad():
-        leaky = tiny([a, b])
-    assert (leaky["pred_logits"][:1] - official["pred_logits"]).abs().max() > 1e-3
+    if any(sb > sa for sa, sb in zip(*sizes)):
+        # In the official mode padding `a` changes its outputs (boundary effects).
+        with torch.no_grad():
+            leaky = tiny([a, b])
+        assert (leaky["pred_logits"][:1] - official["pred_logits"]).abs().max() > 1e-3
 
 
 def test_images_of_one_size_do_not_interact_in_a_batch(tiny):
@@ -253,7 +254,7 @@ def test_channels_last_gives_the_same_outputs(tiny):
 def test_training_mode_backward_reaches_trainable_parts_only():
     torch.manual_seed(0)
     model = build_model("tiny", num_queries=5).train()
-    out = model([torch.randn(3, 64, 64)])
+    out = model([torch.randn(3, 48, 48)])
     loss = out["pred_logits"].sum() + out["pred_boxes"].sum() + out["pred_masks"].mean() + sum(
         a["pred_boxes"].sum() for a in out["aux_outputs"])
     loss.backward()

@@ -26,6 +26,13 @@ from panoptic_detr.model.nested_tensor import nested_tensor_from_tensor_list  # 
 TOL = 1e-4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _default_convolutions(_small_input_convolutions):
+    """Compare on the default (oneDNN) convolution path that users run."""
+    torch.backends.mkldnn.enabled = True
+    yield
+
+
 def hf_config(layer_type: str, depths, hidden_sizes, d_model=128, layers=2, ffn=256, queries=12, labels=20):
     backbone = transformers.ResNetConfig(
         embedding_size=64, hidden_sizes=hidden_sizes, depths=depths, layer_type=layer_type,

@@ -57,25 +57,15 @@ def make_queries_fire(model, x: torch.Tensor, fire: dict[int, int], strength: fl
         detr.class_embed.bias.copy_((target.mean(0) - mean @ w).float())
 
 
-@functools.lru_cache(maxsize=None)
-def _model_state():
+def firing_model():
+    """A fresh tiny panoptic model (eval mode) whose FIRING queries fire on `scene()`."""
     from panoptic_detr import build_model
     from panoptic_detr.engine.predict import Predictor
 
     torch.manual_seed(0)
     model = build_model("tiny", categories=categories())
-    pred = Predictor(model, threshold=THRESHOLD, short_side=SHORT_SIDE)
-    x, _ = pred.preprocess(scene())
+    x, _ = Predictor(model, threshold=THRESHOLD, short_side=SHORT_SIDE).preprocess(scene())
     make_queries_fire(model, x, FIRING)
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def firing_model():
-    """A fresh tiny panoptic model (eval mode) whose FIRING queries fire on `scene()`."""
-    from panoptic_detr import build_model
-
-    model = build_model("tiny", categories=categories())
-    model.load_state_dict(_model_state())
     return model.eval()
 
 

@@ -26,9 +26,12 @@ def test_mask_attention_figure_rows_and_heads():
                                 [float(e.scores[i]) for i in q], q, e.categories, extent=e.grid_extent())
     t = titles(fig)
     assert any("8 heads per object at stride 32" in s for s in t)
-    assert [s for s in t if s.startswith("head ")] == [f"head {h}" for h in range(1, 9)]
-    # per object: the object panel, 8 heads and a colourbar
-    assert len(fig.get_axes()) == len(q) * 10
+    # per object: the object panel, its 8 head maps side by side, a colourbar
+    assert len(fig.get_axes()) == len(q) * 3
+    heads = fig.get_axes()[1]
+    assert [x.get_text() for x in heads.texts] == [f"head {h}" for h in range(1, 9)]
+    assert len(heads.get_images()) == 8
+    np.testing.assert_array_equal(heads.get_images()[3].get_array(), att[0, 3])
     row_labels = [ax.get_ylabel() for ax in fig.get_axes() if "(q" in ax.get_ylabel()]
     assert len(row_labels) == len(q)
 
