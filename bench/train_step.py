@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--model", default="r50")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--channels-last", action="store_true", help="backbone in channels_last memory format")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time, interleaved, the same step with the official trainer's optimizer "
+                         "(torch's default AdamW: a per-tensor loop on CPU), as a same-load reference")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -71,7 +74,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(args.model).train()
     if args.channels_last:
-        model.backbone[0].set_channels_last(True)
+        getattr(model, "detr", model).backbone[0].set_channels_last(True)
     cfg = model.config
     o = OptimConfig()
     optimizer = make_adamw(param_groups(model, o.lr, o.lr_backbone, o.weight_decay), o)
@@ -82,24 +85,34 @@ def main() -> None:
     samples, targets = make_batch(args.batch, args.size, args.objects, cfg.num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def step():
+    official_optimizer = torch.optim.AdamW(param_groups(model, o.lr, o.lr_backbone, o.weight_decay), lr=o.lr,
+                                           weight_decay=o.weight_decay) if args.compare else None
+
+    def step(opt):
         outputs, indices = step_module(samples, targets)
         losses = criterion(outputs, targets, indices=indices)
         loss = criterion.weighted_total(losses)
-        optimizer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.1)
-        optimizer.step()
+        opt.step()
         return float(loss.detach())
 
-    for _ in range(args.warmup):
-        step()
-    times, cpu = [], []
-    for _ in range(args.steps):
+    def timed(opt, times, cpu):
         t, c = time.perf_counter(), time.process_time()
-        step()
+        step(opt)
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
+
+    for _ in range(args.warmup):
+        step(optimizer)
+        if official_optimizer is not None:
+            step(official_optimizer)
+    times, cpu, ref_times, ref_cpu = [], [], [], []
+    for _ in range(args.steps):
+        timed(optimizer, times, cpu)
+        if official_optimizer is not None:
+            timed(official_optimizer, ref_times, ref_cpu)
     result = {
         "bench": "train_step",
         "model": args.model,
@@ -111,11 +124,14 @@ def main() -> None:
         "median_s": statistics.median(times),
         "min_s": min(times),
         "steps": [round(t, 3) for t in times],
-        # CPU seconds of this process per step (all threads): on a busy shared machine, wall
-        # time / threads understates speed; cpu_s / threads is the idle-machine estimate
+        # CPU seconds of this process per step (all threads): on a busy shared machine wall
+        # time overstates the cost; with one thread cpu time is close to the idle wall time
         "cpu_median_s": statistics.median(cpu),
         "load_avg_1min": _loadavg(),
     }
+    if official_optimizer is not None:
+        result.update(official_optimizer_median_s=statistics.median(ref_times), official_optimizer_min_s=min(ref_times),
+                      official_optimizer_cpu_median_s=statistics.median(ref_cpu))
     if args.json:
         print(json.dumps(result))
     else:
@@ -123,6 +139,10 @@ def main() -> None:
               f"{result['threads']} threads{', channels_last' if args.channels_last else ''}): "
               f"median {result['median_s']:.3f} s, min {result['min_s']:.3f} s over {args.steps} steps "
               f"(official DETR: ~2.0 s); CPU time {result['cpu_median_s']:.2f} s/step, load average {result['load_avg_1min']}")
+        if official_optimizer is not None:
+            print(f"same step with the official trainer's optimizer (default AdamW): median "
+                  f"{result['official_optimizer_median_s']:.3f} s, min {result['official_optimizer_min_s']:.3f} s, "
+                  f"CPU time {result['official_optimizer_cpu_median_s']:.2f} s/step")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def configure(p):
 def run(args):
     import sys
 
-    from panoptic_detr.engine.predict import Predictor, predict_paths
+    from panoptic_detr.engine.predict import Predictor, keep_freed_memory, predict_paths
     from panoptic_detr.errors import PanopticDetrError
 
     if args.batch_size < 1:
@@ -36,6 +36,7 @@ def run(args):
 
         torch.set_num_threads(args.threads)
     _check_device(args.device)
+    keep_freed_memory()  # no page faults for every activation of every image (glibc)
     predictor = Predictor(
         args.checkpoint,
         device=args.device,

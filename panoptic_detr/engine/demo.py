@@ -26,7 +26,7 @@ BASE_MODEL = WEIGHTS / "base-tiny.safetensors"
 class DemoConfig:
     out: Path = Path("runs/demo")
     images: int = 240
-    size: str = "288x384"
+    size: str = "256x320"
     seed: int = 0
     epochs: int = 14
     train_config: str = "tiny"

@@ -6,7 +6,9 @@ side 800, long side at most 1333), normalised with the ImageNet statistics and r
 through the model without its mask head; the mask head then runs only for the queries
 that pass the threshold (`model.masks_for_queries`), which gives the same masks as the
 full forward for those queries at a fraction of the cost; `panoptic_inference` makes
-the map.
+the map. The network runs as a private copy of the model with the backbone's frozen
+batch norms folded into its convolutions (`fold_batchnorm`); the caller's model is never
+modified.
 
 Batching never changes a result. The DETR model itself depends on batch padding (the
 mask head's GroupNorm statistics and the stride-32 padding mask, resized with nearest,
@@ -14,7 +16,7 @@ cover the padded area), so `predict_batch` never pads an image for another one: 
 groups images by processed size and only batches images of the same size. On CPU each
 image even runs through the network on its own by default (`batch_forward=False`): the
 float rounding of batched matrix products differs in the last bits from a single image,
-which can flip a pixel where two masks tie, and batching gains little on CPU. On GPUs,
+which can flip a pixel where two masks tie, and batching saves little on CPU (10-20%). On GPUs,
 same-size images run `batch_size` at a time.
 
 `predict_paths(...)` is the `panoptic-detr predict` command: a COCO-panoptic PNG per
@@ -41,7 +43,7 @@ from panoptic_detr.errors import PanopticDetrError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["Predictor", "fold_batchnorm", "resize_shape", "default_categories", "save_panoptic_png", "predict_paths", "PredictReport"]
+__all__ = ["Predictor", "fold_batchnorm", "keep_freed_memory", "resize_shape", "default_categories", "save_panoptic_png", "predict_paths", "PredictReport"]
 
 
 def resize_shape(height: int, width: int, short_side: int = 800, max_size: int | None = 1333) -> tuple[int, int]:
@@ -80,6 +82,31 @@ def save_panoptic_png(path: str | os.PathLike, id_map) -> None:
         id_map = id_map.detach().cpu().numpy()
     with atomic_path(path) as tmp:
         Image.fromarray(id2rgb(id_map)).save(tmp, format="PNG")
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory in the process instead of returning it.
+
+    By default every allocation above a threshold (at most 32 MB) is a fresh `mmap`, and
+    every freed one goes back to the kernel, so each large activation of every forward
+    pass is page-faulted in again: on CPU that costs 15-25% extra (system) time per
+    image. With `mmap` off and trimming (nearly) off, the heap is reused. The process keeps its
+    peak memory afterwards. This is process-wide, so the `predict` command and the
+    benchmarks call it; the Predictor API does not. Returns False where it does not apply
+    (not glibc, or another allocator preloaded).
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux") or "malloc" in os.environ.get("LD_PRELOAD", ""):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
@@ -201,10 +228,13 @@ class Predictor:
         on_device = param is None or param.device == self.device or (
             self.device.type == param.device.type and self.device.index is None
         )
-        if fold_bn:
-            model = fold_batchnorm(model)
-        elif not owned and (channels_last or model.training or not on_device):
-            model = copy.deepcopy(model)
+        try:
+            if fold_bn:
+                model = fold_batchnorm(model)
+            elif not owned and (channels_last or model.training or not on_device):
+                model = copy.deepcopy(model)
+        except (TypeError, RuntimeError, copy.Error):  # a model that cannot be copied: use it as it is
+            pass
         model = model.to(self.device).eval()
         if channels_last:
             # the model's own switch (Backbone.set_channels_last): layout only, same values

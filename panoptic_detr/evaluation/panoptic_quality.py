@@ -14,10 +14,14 @@ order) on the same files:
 - per category ``PQ = sum IoU / (TP + FP/2 + FN/2)``, ``SQ = sum IoU / TP``,
   ``RQ = TP / (TP + FP/2 + FN/2)``, averaged over the categories with TP + FP + FN > 0.
 
-Per image, the pair (ground-truth id, predicted id) of every pixel is packed into one
-64-bit key and counted with a single `np.unique`; everything after that works on the few
-hundred distinct pairs. Images are independent, so `workers > 1` spreads them over threads
-(PNG decoding and numpy's sort release the GIL).
+Per image, the (ground-truth id, predicted id) pairs of all pixels are counted without
+sorting pixels (the panopticapi runs `np.unique` over a 64-bit key per pixel): runs of
+equal pixels along the rows are found with two compares, and their lengths are added up
+per pair with one `np.bincount` over small indices taken from the JSONs' segment ids.
+Everything after that works on the few hundred distinct pairs. PNGs are decoded with
+pyspng when it is installed (about twice as fast as PIL, same pixels; see `png_decode`).
+Images are independent, so `workers > 1` spreads them over threads (numpy and PIL
+release the GIL; pyspng does not, so with it threads overlap decoding with counting).
 
 Where the panopticapi raises a bare KeyError (or computes garbage), this module raises a
 one-line `DataError` naming the file, the image id and the segment id.
@@ -26,7 +30,6 @@ one-line `DataError` naming the file, the image id and the segment id.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from panoptic_detr.errors import DataError
+from panoptic_detr.evaluation.png_decode import read_packed_rgb
 
 VOID = 0
 OFFSET = 256 * 256 * 256  # ids are 24-bit: (gt, pred) pairs are packed as gt * OFFSET + pred
@@ -134,22 +137,12 @@ def load_panoptic_json(source: Any, what: str) -> tuple[dict, str]:
     return data, name
 
 
-def _read_packed(path: str | os.PathLike, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+def _read_packed(
+    path: str | os.PathLike, where: str, release_gil: bool = False
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Pixels of an RGB PNG as flat little-endian uint32 ``R + 256 G + 256^2 B + 256^3 X``
-    (X: PIL's padding byte), and (height, width)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode == "RGBA":  # the panopticapi reads the first three channels
-                im = im.convert("RGB")
-            elif im.mode != "RGB":
-                raise DataError(f"{where}: not an RGB panoptic PNG (mode {im.mode})")
-            # PIL keeps RGB pixels as 4 bytes (R, G, B, padding): one copy gives uint32s.
-            raw = np.frombuffer(im.tobytes("raw", "RGBX"), dtype="<u4")
-            return raw, (im.size[1], im.size[0])
-    except FileNotFoundError:
-        raise DataError(f"{where}: file not found") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{where}: cannot read the PNG ({e})") from None
+    (X: alpha or padding, not part of the id), and (height, width). See `png_decode`."""
+    return read_packed_rgb(path, where, release_gil)
 
 
 def read_id_png(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
@@ -159,37 +152,75 @@ def read_id_png(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
     return (raw & np.uint32(_ID_MASK)).reshape(shape)
 
 
-def _pair_counts(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (gt id, pred id) pairs of two equally long uint32 arrays (ids in the low 24
-    bits, anything in the high 8) and their pixel counts, sorted by (gt id, pred id).
-
-    Pixels come in runs of the same pair along the rows: find the runs (two compares), then
-    sort and add up only the runs -- a few thousand values instead of every pixel.
-    """
+def _runs(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gt id, pred id, length) of every run of pixels with the same (gt, pred) words along
+    the flat arrays; ids masked to 24 bits (so runs that differ only in the top byte stay
+    separate here and are merged by the counting)."""
     n = gt.size
-    if n == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
     change = np.empty(n, dtype=bool)
     change[0] = True
     np.not_equal(gt[1:], gt[:-1], out=change[1:])
-    change[1:] |= pred[1:] != pred[:-1]
+    pred_change = np.not_equal(pred[1:], pred[:-1])
+    np.logical_or(change[1:], pred_change, out=change[1:])
     starts = np.flatnonzero(change)
-    run_length = np.diff(starts, append=n)
-    run_key = (gt[starts].astype(np.uint64) << np.uint64(32)) | pred[starts]
-    order = np.argsort(run_key)
-    run_key = run_key[order]
-    first = np.flatnonzero(np.concatenate(([True], run_key[1:] != run_key[:-1])))
-    keys = run_key[first]
-    counts = np.add.reduceat(run_length[order], first)
-    pair_gt = ((keys >> np.uint64(32)) & np.uint64(_ID_MASK)).astype(np.int64)
-    pair_pred = (keys & np.uint64(_ID_MASK)).astype(np.int64)
-    pad = keys & np.uint64(0xFF000000_FF000000)
-    if pad.size and (pad != pad[0]).any():
-        # the high bytes differ between pixels: merge pairs that differ only there
-        uniq, inverse = np.unique(pair_gt * OFFSET + pair_pred, return_inverse=True)
-        counts = np.bincount(inverse, weights=counts)
-        pair_gt, pair_pred = uniq // OFFSET, uniq % OFFSET
+    length = np.diff(starts, append=n)
+    mask = np.uint32(_ID_MASK)
+    return gt[starts] & mask, pred[starts] & mask, length
+
+
+def _positions(values: np.ndarray, known: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each value in the sorted id array `known` (default: the distinct values),
+    and `known` itself, extended by any values it lacks (ids in a PNG that its JSON does
+    not list: the caller reports or ignores them, but they must be counted exactly)."""
+    if known is None or known.size == 0:
+        known = np.unique(values)
+    idx = np.searchsorted(known, values)
+    found = known[np.minimum(idx, known.size - 1)] == values
+    if not found.all():
+        known = np.union1d(known, values[~found])
+        idx = np.searchsorted(known, values)
+    return idx, known
+
+
+# Above this many (gt id, pred id) cells per image the counting table would be large
+# (e.g. thousands of segments on both sides): sort the runs instead.
+_MAX_TABLE_CELLS = 1 << 22
+
+
+def _pair_counts(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    gt_known: np.ndarray | None = None,
+    pred_known: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (gt id, pred id) pairs of two equally long uint32 arrays (ids in the low 24
+    bits, anything in the high 8) and their pixel counts, sorted by (gt id, pred id): the
+    same as ``np.unique(gt * OFFSET + pred, return_counts=True)`` without sorting pixels.
+
+    Panoptic maps are piecewise constant: find the runs along the rows (two compares),
+    give each id a small index (its position among the image's ids: `gt_known` /
+    `pred_known`, sorted, e.g. VOID plus the JSON's segment ids; ids not in them are added)
+    and add up the run lengths per (gt index, pred index) cell with one `np.bincount`. No
+    sort at all when the id lists are given, else only the runs' ids are sorted.
+    """
+    if gt.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    run_gt, run_pred, length = _runs(gt, pred)
+    gi, gt_known = _positions(run_gt, gt_known)
+    pi, pred_known = _positions(run_pred, pred_known)
+    n_pred = pred_known.size
+    cell = gi * n_pred + pi
+    if gt_known.size * n_pred <= _MAX_TABLE_CELLS:
+        table = np.bincount(cell, weights=length, minlength=gt_known.size * n_pred)
+        cell = np.flatnonzero(table)  # ascending cell = ascending (gt id, pred id)
+        counts = table[cell]
+    else:
+        cell, inverse = np.unique(cell, return_inverse=True)
+        counts = np.bincount(inverse, weights=length)
+    # float64 weights count exactly up to 2**53 pixels
+    pair_gt = gt_known[cell // n_pred].astype(np.int64)
+    pair_pred = pred_known[cell % n_pred].astype(np.int64)
     return pair_gt, pair_pred, counts.astype(np.int64)
 
 
@@ -227,12 +258,15 @@ def image_pq_stats(
     check_gt: bool = True,
     gt_ids: np.ndarray | None = None,
     pred_ids: np.ndarray | None = None,
+    release_gil: bool = False,
 ) -> list[tuple[int, int, int, int, float]]:
     """The PQ statistics of one image as `(category_id, tp, fp, fn, iou)` events in the
     panopticapi's order (matches by ascending (gt id, pred id), then false negatives in
     ground-truth order, then false positives in prediction order).
 
     `gt_ids` / `pred_ids` (uint32/int HxW id maps) skip reading the PNGs.
+    `release_gil=True` decodes PNGs with PIL, which lets other threads run meanwhile,
+    instead of the faster pyspng, which does not (see `png_decode`).
     `check_gt=False` accepts ground truth whose PNG and JSON disagree, exactly as the
     panopticapi does (PNG ids missing from the JSON are ignored, JSON segments missing
     from the PNG count as false negatives).
@@ -243,13 +277,13 @@ def image_pq_stats(
 
     if gt_ids is None:
         gt_file = Path(gt_dir) / _file_name(gt_ann, gt_name, image_id)
-        gt_flat, gt_shape = _read_packed(gt_file, f"{gt_file} (image id {image_id})")
+        gt_flat, gt_shape = _read_packed(gt_file, f"{gt_file} (image id {image_id})", release_gil)
     else:
         gt_file = Path(str(gt_ann.get("file_name", "<ground-truth id map>")))
         gt_flat, gt_shape = np.asarray(gt_ids).astype(np.uint32, copy=False).ravel(), np.shape(gt_ids)
     if pred_ids is None:
         pred_file = Path(pred_dir) / _file_name(pred_ann, pred_name, image_id)
-        pred_flat, pred_shape = _read_packed(pred_file, f"{pred_file} (image id {image_id})")
+        pred_flat, pred_shape = _read_packed(pred_file, f"{pred_file} (image id {image_id})", release_gil)
     else:
         pred_file = Path(str(pred_ann.get("file_name", "<predicted id map>")))
         pred_flat, pred_shape = np.asarray(pred_ids).astype(np.uint32, copy=False).ravel(), np.shape(pred_ids)
@@ -259,8 +293,10 @@ def image_pq_stats(
             f"but the ground truth {gt_file.name} is {gt_shape[1]}x{gt_shape[0]} (width x height)"
         )
 
-    # One pass over the pixels: count every (gt id, pred id) pair.
-    pair_gt, pair_pred, counts = _pair_counts(gt_flat, pred_flat)
+    # One pass over the pixels: count every (gt id, pred id) pair. The JSONs list the ids
+    # to expect, so the counting needs no sort (PNG ids missing from them are still
+    # counted, and reported below).
+    pair_gt, pair_pred, counts = _pair_counts(gt_flat, pred_flat, _known_ids(gt_segms), _known_ids(pred_segms))
 
     # Predicted areas from the PNG, and the checks the panopticapi makes.
     pred_png_ids, inverse = np.unique(pair_pred, return_inverse=True)
@@ -363,6 +399,13 @@ def image_pq_stats(
                 continue
             events.append((pseg[0], 0, 1, 0, 0.0))
     return events
+
+
+def _known_ids(segms: Mapping[int, Any]) -> np.ndarray:
+    """VOID and the segment ids of an annotation, sorted, as uint32 (ids beyond 24 bits
+    cannot be in a PNG: they are left out)."""
+    ids = sorted(sid for sid in segms if 0 < sid <= _ID_MASK)
+    return np.array([VOID, *ids], dtype=np.uint32)
 
 
 def _file_name(ann: Mapping, name: str, image_id: Any) -> str:
@@ -473,9 +516,6 @@ def pq_compute(
             raise DataError(f"{pred_name}: no prediction for the image with id {ann['image_id']} ({gt_name})")
         pairs.append((ann, p))
 
-    def one(pair):
-        return image_pq_stats(pair[0], pair[1], gt_dir, pred_dir, cats, gt_name, pred_name, check_gt)
-
     stat = PQStat()
     bar = None
     if progress:
@@ -485,6 +525,17 @@ def pq_compute(
     if workers is None:
         workers = min(8, os.cpu_count() or 1)
     workers = max(1, int(workers))
+    # pyspng decodes about twice as fast as PIL but holds the GIL, so threads cannot run
+    # more than one image per (two pyspng decodes + the Python part), ~4.5 ms at 640x480;
+    # PIL's decoding runs in parallel. By single-thread timings, PIL overtakes pyspng
+    # from three busy cores on; up to two, pyspng is as fast and needs half the CPU.
+    release_gil = workers > 2 and len(pairs) > 2
+
+    def one(pair):
+        return image_pq_stats(
+            pair[0], pair[1], gt_dir, pred_dir, cats, gt_name, pred_name, check_gt, release_gil=release_gil
+        )
+
     if workers == 1 or len(pairs) < 2:
         it = map(one, pairs)
         pool = None

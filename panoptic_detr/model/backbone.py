@@ -162,20 +162,20 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, ...], dilate_last: bool = False,
-                 norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d):
+                 norm_layer: Callable[[int], nn.Module] = FrozenBatchNorm2d, width: int = 64):
         super().__init__()
         self._norm_layer = norm_layer
-        self.inplanes = 64
+        self.inplanes = width
         self.dilation = 1
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(64)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=dilate_last)
-        self.out_channels = [64 * block.expansion * 2**i for i in range(4)]
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2, dilate=dilate_last)
+        self.out_channels = [width * block.expansion * 2**i for i in range(4)]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -216,10 +216,13 @@ class ResNet(nn.Module):
         return outs
 
 
-def resnet(name: str, dilation: bool = False, frozen_bn: bool = True) -> ResNet:
+def resnet(name: str, dilation: bool = False, frozen_bn: bool = True, width: int = 64) -> ResNet:
+    """`width` is the stem's channel count (64 in every torchvision ResNet); smaller widths make
+    narrow ResNets for CPU-sized models (48 keeps 56% of the parameters and FLOPs)."""
     kind, depths = RESNETS[name]
     block = BasicBlock if kind == "basic" else Bottleneck
-    return ResNet(block, depths, dilate_last=dilation, norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+    return ResNet(block, depths, dilate_last=dilation, norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d,
+                  width=width)
 
 
 class Backbone(nn.Module):
@@ -231,9 +234,9 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, name: str = "resnet50", dilation: bool = False, frozen_bn: bool = True,
-                 train_backbone: bool = True):
+                 train_backbone: bool = True, width: int = 64):
         super().__init__()
-        self.body = resnet(name, dilation, frozen_bn)
+        self.body = resnet(name, dilation, frozen_bn, width)
         for pname, p in self.body.named_parameters():
             if not train_backbone or not pname.startswith(("layer2.", "layer3.", "layer4.")):
                 p.requires_grad_(False)
@@ -288,5 +291,6 @@ class Joiner(nn.Sequential):
         return features, pos
 
 
-def build_backbone(name: str, dilation: bool, frozen_bn: bool, hidden_dim: int, train_backbone: bool = True) -> Joiner:
-    return Joiner(Backbone(name, dilation, frozen_bn, train_backbone), PositionEmbeddingSine(hidden_dim // 2))
+def build_backbone(name: str, dilation: bool, frozen_bn: bool, hidden_dim: int, train_backbone: bool = True,
+                   width: int = 64) -> Joiner:
+    return Joiner(Backbone(name, dilation, frozen_bn, train_backbone, width), PositionEmbeddingSine(hidden_dim // 2))

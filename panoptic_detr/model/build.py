@@ -25,7 +25,8 @@ def resolve_config(preset_or_config: str | dict | ModelConfig = "r50-panoptic", 
 
 def build_from_config(cfg: ModelConfig, train_backbone: bool = True) -> nn.Module:
     """The freshly initialised module (train mode, no `.config` attached)."""
-    backbone = build_backbone(cfg.backbone, cfg.dilation, cfg.frozen_bn, cfg.hidden_dim, train_backbone)
+    backbone = build_backbone(cfg.backbone, cfg.dilation, cfg.frozen_bn, cfg.hidden_dim, train_backbone,
+                              cfg.backbone_width)
     transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
                               cfg.dropout, return_intermediate_dec=True)
     detr = DETR(backbone, transformer, cfg.num_classes, cfg.num_queries, aux_loss=cfg.aux_loss)

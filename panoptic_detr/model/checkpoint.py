@@ -158,7 +158,7 @@ def infer_config(sd: dict, preset: str | None = None, name_hint: str = "") -> Mo
     """The ModelConfig a state dict (official layout) was made with, from its keys and shapes.
 
     Shapes give the backbone depth and block type, hidden_dim, num_queries, num_classes, layer
-    counts and the FFN width; a panoptic model's mask head also gives nheads. Dilation (DC5)
+    counts, the FFN width and the ResNet width; a panoptic model's mask head also gives nheads. Dilation (DC5)
     leaves no trace in the weights: it comes from `preset`, else from 'dc5' in `name_hint`.
     Other fields (dropout, aux_loss, frozen_bn) come from `preset` or the defaults.
     """
@@ -182,6 +182,7 @@ def infer_config(sd: dict, preset: str | None = None, name_hint: str = "") -> Mo
         raise CheckpointError(f"{where}: unsupported backbone ({kind} blocks {depths}); "
                               f"supported: {', '.join(RESNETS)}")
     hidden_dim, num_queries = int(query.shape[1]), int(query.shape[0])
+    width = int(need(f"{body}conv1.weight").shape[0])
     enc = _count_indices(sd, f"{p}transformer.encoder.layers.")
     dec = _count_indices(sd, f"{p}transformer.decoder.layers.")
     ffn_key = f"{p}transformer.{'encoder' if enc else 'decoder'}.layers.0.linear1.weight"
@@ -191,7 +192,7 @@ def infer_config(sd: dict, preset: str | None = None, name_hint: str = "") -> Mo
     dilation = base.dilation if preset else ("dc5" in name_hint.lower())
     try:
         return base.replace(
-            backbone=backbone, dilation=dilation, hidden_dim=hidden_dim, nheads=nheads, enc_layers=enc,
+            backbone=backbone, backbone_width=width, dilation=dilation, hidden_dim=hidden_dim, nheads=nheads, enc_layers=enc,
             dec_layers=dec, dim_feedforward=int(need(ffn_key).shape[0]), num_queries=num_queries,
             num_classes=int(cls.shape[0]) - 1, masks=masks)
     except ConfigError as e:

@@ -36,6 +36,7 @@ class ModelConfig:
     masks: bool = False  # panoptic mask head (DETRsegm)
     aux_loss: bool = True  # return aux_outputs for the earlier decoder layers
     frozen_bn: bool = True  # FrozenBatchNorm2d everywhere in the backbone, as the official models
+    backbone_width: int = 64  # ResNet stem channels (64 = torchvision); narrower for small CPU models
 
     def __post_init__(self) -> None:
         self.validate()
@@ -49,7 +50,7 @@ class ModelConfig:
         if self.dilation and RESNETS[self.backbone][0] == "basic":
             # torchvision's BasicBlock has no dilation either; no official model uses it.
             raise bad(f"dilation (DC5) needs a bottleneck backbone, not {self.backbone}")
-        for name in ("hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "num_queries", "num_classes"):
+        for name in ("backbone_width", "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "num_queries", "num_classes"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.hidden_dim % self.nheads:

@@ -263,3 +263,23 @@ def test_cli_user_errors(checkpoint, tmp_path, capsys):
     assert "nothing-here" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.pth"), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert main(["predict", str(checkpoint), str(tmp_path), "--out", str(tmp_path / "o"), "--batch-size", "0"]) == 2
+
+
+def test_predictor_leaves_the_model_alone(model, images):
+    from panoptic_detr.engine.predict import fold_batchnorm
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    try:
+        Predictor(model, **SIZE)(images["a"])
+        assert model.training
+        after = model.state_dict()
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    finally:
+        model.eval()
+    folded = fold_batchnorm(model)
+    x, _ = Predictor(model, fold_bn=False, **SIZE).preprocess(images["a"])
+    with torch.inference_mode():
+        a, b = model(x[None]), folded(x[None])
+    torch.testing.assert_close(a["pred_logits"], b["pred_logits"], rtol=1e-3, atol=1e-3)
+    assert not any("bn" in k for k in folded.state_dict() if k.startswith("detr.backbone"))

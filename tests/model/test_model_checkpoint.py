@@ -205,3 +205,19 @@ def test_class_count_mismatch_hint(tmp_path, tiny_model):
     # Loading into a model with another class count names the way out.
     with pytest.raises(CheckpointError, match="pass num_classes"):
         load_state_dict_checked(build_model("tiny"), tiny_model.state_dict(), where="m.pth")
+
+
+def test_narrow_backbone_width_is_inferred_from_an_unconfigured_state_dict(tmp_path):
+    import torch
+
+    from panoptic_detr import build_model, load_model
+
+    model = build_model("tiny", num_classes=7)
+    assert model.config.backbone_width == 48
+    assert model.detr.backbone[0].channels == [48, 96, 192, 384]
+    path = tmp_path / "bare.pth"
+    torch.save({"model": model.state_dict()}, path)  # no config: the shapes must tell
+    again = load_model(path)
+    assert again.config.backbone_width == 48 and again.config.num_classes == 7
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
