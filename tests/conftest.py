@@ -6,7 +6,9 @@ import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread per test process: several tests start subprocesses (torchrun, CLI runs), and
+# OpenMP threads spinning against each other on 2 cores made steps 30x slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

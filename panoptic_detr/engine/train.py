@@ -623,6 +623,9 @@ class Trainer:
         except PanopticDetrError as e:
             self.log(f"eval: PQ skipped ({e})")
             return None
+        except Exception as e:  # an evaluation bug must not end a long training run
+            self.log(f"eval: PQ failed, training continues ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            return None
         pan = metrics.get("panoptic", {})
         out = {
             "pq": pan.get("All", {}).get("pq"),
@@ -714,7 +717,8 @@ class Trainer:
         D.barrier()
         if self.main:
             self.metrics.write({"kind": "final", "epoch": self.epoch, "step": self.global_step, "best_pq": self.best.get("pq"), "time": time.time()})
-            self.log(f"train: done, {self.global_step} steps; model: {self.out / FINAL}")
+            best = f", best PQ {100 * self.best['pq']:.1f} at epoch {self.best['epoch']} ({self.out / BEST})" if self.best.get("pq") is not None else ""
+            self.log(f"train: done, {self.global_step} steps; model: {self.out / FINAL}{best}")
         return {"epoch": self.epoch, "global_step": self.global_step, "best": self.best, "last": last_logged}
 
 

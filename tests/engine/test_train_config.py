@@ -1,0 +1,33 @@
+import pytest
+
+from panoptic_detr.engine.train_config import load_train_config, parse_overrides
+from panoptic_detr.errors import ConfigError
+
+
+def test_presets_follow_the_recipes():
+    r50 = load_train_config("r50-panoptic")
+    assert (r50.optim.lr, r50.optim.lr_backbone, r50.optim.weight_decay, r50.optim.clip_max_norm) == (1e-4, 1e-5, 1e-4, 0.1)
+    assert r50.optim.clip_mode == "global" and r50.optim.lr_drop == 200 and r50.epochs == 300
+    assert r50.data.scales == list(range(480, 801, 32)) and r50.data.max_size == 1333 and r50.loss.eos_coef == 0.1
+    masks = load_train_config("r50-panoptic", {"stage": "masks"})
+    assert (masks.epochs, masks.optim.lr_drop) == (25, 15)
+    det = load_train_config("r50")
+    assert det.model == "r50" and det.stage == "boxes"
+    tiny = load_train_config("tiny")
+    assert tiny.model == "tiny" and tiny.model_overrides["dropout"] == 0.0
+    assert tiny.optim.clip_mode == "per_group" and tiny.optim.warmup_steps > 0 and tiny.data.batch_size == 4
+    assert 256 <= min(tiny.data.scales) and max(tiny.data.scales) <= 384 and tiny.data.eval_size == 288
+    assert load_train_config("tiny", {"stage": "masks"}).epochs == tiny.epochs  # no r50 stage overrides
+
+
+def test_overrides_parse_and_validate():
+    o = parse_overrides(["optim.lr=5e-4", "data.scales=[256, 288]", "model_overrides={a: 1}", "model_overrides={b: 2}", "init=x.pth"])
+    assert o == {"optim": {"lr": 5e-4}, "data": {"scales": [256, 288]}, "model_overrides": {"a": 1, "b": 2}, "init": "x.pth"}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["oops"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_train_config("tiny", {"optim": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="stage"):
+        load_train_config("tiny", {"stage": "all"})
+    with pytest.raises(ConfigError, match="unknown train preset"):
+        load_train_config("nope")
