@@ -84,13 +84,13 @@ class ClassMap:
     def load(cls, path_or_preset: str | Path) -> "ClassMap":
         """From a YAML file, or a preset name (`construction`, `demo`, `base`)."""
         p = Path(path_or_preset)
-        if not p.exists():
-            preset = RESOURCES / f"{path_or_preset}-class-map.yaml"
-            if isinstance(path_or_preset, str) and "/" not in path_or_preset and preset.exists():
-                p = preset
-            else:
-                known = ", ".join(sorted(q.name[: -len("-class-map.yaml")] for q in RESOURCES.glob("*-class-map.yaml")))
-                raise ConfigError(f"{path_or_preset}: class map not found (a YAML file or a preset: {known})")
+        preset = RESOURCES / f"{path_or_preset}-class-map.yaml"
+        # A bare preset name wins over a same-named folder in the working directory.
+        if isinstance(path_or_preset, str) and "/" not in path_or_preset and preset.exists() and not p.is_file():
+            p = preset
+        elif not p.is_file():
+            known = ", ".join(sorted(q.name[: -len("-class-map.yaml")] for q in RESOURCES.glob("*-class-map.yaml")))
+            raise ConfigError(f"{path_or_preset}: class map not found (a YAML file or a preset: {known})")
         try:
             data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:

@@ -71,3 +71,11 @@ def test_missing_class_map_file(tmp_path):
     bad.write_text("things: [a\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         ClassMap.load(bad)
+
+
+def test_preset_name_wins_over_a_folder_of_the_same_name(tmp_path, monkeypatch):
+    from panoptic_detr.data.class_map import ClassMap
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    assert ClassMap.load("base").categories().num_classes > 1
