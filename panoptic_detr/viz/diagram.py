@@ -15,6 +15,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from panoptic_detr.viz.figures import TITLE_SIZE, new_figure
 
+# Output channels of layer1..layer4 for a 64-channel stem; scaled by backbone_width / 64.
 BACKBONE_CHANNELS = {
     "resnet18": (64, 128, 256, 512),
     "resnet34": (64, 128, 256, 512),
@@ -39,7 +40,8 @@ def network_shapes(config: Any, input_size: tuple[int, int], original_size: tupl
     the input size). `config` is a `ModelConfig` or a dict of its fields."""
     H, W = (int(v) for v in input_size)
     backbone = str(_cfg(config, "backbone", "resnet50"))
-    chans = BACKBONE_CHANNELS.get(backbone, BACKBONE_CHANNELS["resnet50"])
+    width = int(_cfg(config, "backbone_width", 64))
+    chans = tuple(c * width // 64 for c in BACKBONE_CHANNELS.get(backbone, BACKBONE_CHANNELS["resnet50"]))
     dilation = bool(_cfg(config, "dilation", False))
     d = int(_cfg(config, "hidden_dim", 256))
     M = int(_cfg(config, "nheads", 8))
@@ -58,7 +60,7 @@ def network_shapes(config: Any, input_size: tuple[int, int], original_size: tupl
     hw = fh * fw
     s = {
         "input": (3, H, W),
-        "stem": (64, *stem),
+        "stem": (width, *stem),
         "layer1": (chans[0], *sizes[0]),
         "layer2": (chans[1], *sizes[1]),
         "layer3": (chans[2], *sizes[2]),

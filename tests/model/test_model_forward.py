@@ -88,7 +88,7 @@ def test_backbone_freezing_strides_and_channels(tiny):
     backbone = tiny.detr.backbone[0]
     for name, p in backbone.body.named_parameters():
         assert p.requires_grad == name.startswith(("layer2", "layer3", "layer4")), name
-    assert backbone.channels == [64, 128, 256, 512]
+    assert backbone.channels == [48, 96, 192, 384]  # the tiny preset narrows ResNet-18 to a 48-channel stem
     feats = backbone(nested_tensor_from_tensor_list([torch.randn(3, 64, 96)]))
     assert [tuple(f.tensors.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3)]
 

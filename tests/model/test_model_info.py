@@ -15,8 +15,8 @@ def test_model_info_on_tiny(capsys):
     assert "resnet18" in out and "20 queries" in out
     for part in ("backbone", "transformer", "heads", "mask head", "trainable", "frozen", "total"):
         assert part in out
-    assert "13.01M" in out  # tiny's parameter count
-    assert "backbone layer4 (stride 32)" in out and "[1, 512, 4, 5]" in out
+    assert "8.11M" in out  # tiny's parameter count (ResNet-18 with a 48-channel stem)
+    assert "backbone layer4 (stride 32)" in out and "[1, 384, 4, 5]" in out
     assert "4x5 = 20 tokens x 128" in out
     assert "bbox_attention maps" in out and "[1, 20, 8, 4, 5]" in out
     assert "[20, 8, 32, 40]" in out  # lay5 output, per query, stride 4
