@@ -68,3 +68,18 @@ def test_read_json_errors(tmp_path):
     bad.write_text("{")
     with pytest.raises(PanopticDetrError, match="bad.json: invalid JSON"):
         read_json(bad)
+
+
+def test_atomic_outputs_get_umask_permissions_not_private_ones(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

@@ -28,7 +28,7 @@ class DemoConfig:
     images: int = 240
     size: str = "256x320"
     seed: int = 0
-    epochs: int = 14
+    epochs: int = 12
     train_config: str = "tiny"
     from_scratch: bool = False
     fresh: bool = False
