@@ -188,11 +188,8 @@ def read_instances_json(path: str | os.PathLike) -> dict:
 
 
 def instances_json(images: list[dict], annotations: list[dict], categories: list[dict], info: dict | None = None) -> dict:
-    """A COCO instances JSON object (annotations with RLE `segmentation`)."""
-    return {
-        "info": info or {"description": "panoptic-detr"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
+    """A COCO instances JSON object (annotations with RLE `segmentation`): the same top-level
+    layout as a COCO-panoptic file."""
+    from panoptic_detr.data.formats.coco_panoptic import panoptic_json
+
+    return panoptic_json(images, annotations, categories, info)

@@ -253,7 +253,7 @@ def _int_or_none(v):
 
 
 def panoptic_json(images: list[dict], annotations: list[dict], categories: list[dict], info: dict | None = None) -> dict:
-    """A COCO-panoptic JSON object."""
+    """A COCO-panoptic JSON object (COCO instances files share this top-level layout)."""
     return {
         "info": info or {"description": "panoptic-detr"},
         "licenses": [],
