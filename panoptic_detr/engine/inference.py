@@ -119,13 +119,8 @@ def resize_nearest(id_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return id_map.index_select(-2, rows).index_select(-1, cols)
 
 
-def upsample_masks(masks: torch.Tensor, processed_size: Sequence[int], stride: int = 4) -> torch.Tensor:
-    """Mask logits [k, gh, gw] on a (possibly padded) stride-`stride` grid -> [k, h, w].
-
-    Crops to the image's own ceil(h/stride) x ceil(w/stride) cells, upsamples by exactly
-    `stride` (bilinear, align_corners=False) and keeps the top-left h x w pixels; see the
-    module docstring for why this makes the result independent of the batch padding.
-    """
+def _image_cells(masks: torch.Tensor, processed_size: Sequence[int], stride: int) -> tuple[int, int, int, int]:
+    """(h, w, ch, cw): the image size and the ceil(h/stride) x ceil(w/stride) grid cells it owns."""
     h, w = int(processed_size[0]), int(processed_size[1])
     ch, cw = math.ceil(h / stride), math.ceil(w / stride)
     gh, gw = masks.shape[-2:]
@@ -133,6 +128,17 @@ def upsample_masks(masks: torch.Tensor, processed_size: Sequence[int], stride: i
         raise ValueError(
             f"mask grid {gh}x{gw} is smaller than the {ch}x{cw} cells a {h}x{w} image needs at stride {stride}"
         )
+    return h, w, ch, cw
+
+
+def upsample_masks(masks: torch.Tensor, processed_size: Sequence[int], stride: int = 4) -> torch.Tensor:
+    """Mask logits [k, gh, gw] on a (possibly padded) stride-`stride` grid -> [k, h, w].
+
+    Crops to the image's own ceil(h/stride) x ceil(w/stride) cells, upsamples by exactly
+    `stride` (bilinear, align_corners=False) and keeps the top-left h x w pixels; see the
+    module docstring for why this makes the result independent of the batch padding.
+    """
+    h, w, ch, cw = _image_cells(masks, processed_size, stride)
     crop = masks[:, :ch, :cw].float()
     if crop.shape[0] == 0:
         return crop.new_zeros((0, h, w))
@@ -156,13 +162,7 @@ def masks_argmax(
     streamed over the queries (torch's argmax over the first dimension is several times
     slower than this on CPU).
     """
-    h, w = int(processed_size[0]), int(processed_size[1])
-    ch, cw = math.ceil(h / stride), math.ceil(w / stride)
-    gh, gw = masks.shape[-2:]
-    if gh < ch or gw < cw:
-        raise ValueError(
-            f"mask grid {gh}x{gw} is smaller than the {ch}x{cw} cells a {h}x{w} image needs at stride {stride}"
-        )
+    h, w, ch, cw = _image_cells(masks, processed_size, stride)
     if queries is None:
         queries = torch.arange(masks.shape[0], device=masks.device)
     grid = masks.index_select(0, queries)[:, :ch, :cw].float()
