@@ -5,7 +5,7 @@ with auxiliary losses, backward, gradient clipping at 0.1, AdamW (two lr groups)
 Reference: the official DETR code takes about 2.0 s per such step on the project's 2-core
 CPU machines.
 
-    python bench/train_step.py [--steps 5] [--threads N] [--channels-last] [--json]
+    python bench/train_step.py [--steps 5] [--threads N] [--channels-last] [--unfolded] [--compare] [--json]
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--model", default="r50")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--channels-last", action="store_true", help="backbone in channels_last memory format")
+    ap.add_argument("--unfolded", action="store_true",
+                    help="also time, interleaved, the same step with the frozen batch norms as separate passes "
+                         "over the activations (the official DETR backbone), as a same-load reference")
     ap.add_argument("--compare", action="store_true",
                     help="also time, interleaved, the same step with the official trainer's optimizer "
                          "(torch's default AdamW: a per-tensor loop on CPU), as a same-load reference")
@@ -85,8 +88,22 @@ def main() -> None:
     samples, targets = make_batch(args.batch, args.size, args.objects, cfg.num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    official_optimizer = torch.optim.AdamW(param_groups(model, o.lr, o.lr_backbone, o.weight_decay), lr=o.lr,
-                                           weight_decay=o.weight_decay) if args.compare else None
+    from panoptic_detr.model.backbone import FrozenBatchNorm2d
+
+    frozen_bns = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+
+    def set_fold(enabled: bool) -> None:
+        for m in frozen_bns:
+            m.fold = enabled
+
+    # Variants timed interleaved with ours, so that all see the same machine load.
+    # name -> (optimizer, batch norms folded into the convs)
+    variants = {"ours": (optimizer, True)}
+    if args.compare:
+        variants["official optimizer (default AdamW)"] = (torch.optim.AdamW(
+            param_groups(model, o.lr, o.lr_backbone, o.weight_decay), lr=o.lr, weight_decay=o.weight_decay), True)
+    if args.unfolded:
+        variants["frozen BN as separate passes (official backbone)"] = (optimizer, False)
 
     def step(opt):
         outputs, indices = step_module(samples, targets)
@@ -98,21 +115,24 @@ def main() -> None:
         opt.step()
         return float(loss.detach())
 
-    def timed(opt, times, cpu):
+    times = {name: ([], []) for name in variants}
+
+    def timed(name):
+        opt, fold = variants[name]
+        set_fold(fold)
         t, c = time.perf_counter(), time.process_time()
         step(opt)
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
+        times[name][0].append(time.perf_counter() - t)
+        times[name][1].append(time.process_time() - c)
 
     for _ in range(args.warmup):
-        step(optimizer)
-        if official_optimizer is not None:
-            step(official_optimizer)
-    times, cpu, ref_times, ref_cpu = [], [], [], []
+        for name in variants:
+            timed(name)
+    times = {name: ([], []) for name in variants}
     for _ in range(args.steps):
-        timed(optimizer, times, cpu)
-        if official_optimizer is not None:
-            timed(official_optimizer, ref_times, ref_cpu)
+        for name in variants:
+            timed(name)
+    wall, cpu = times["ours"]
     result = {
         "bench": "train_step",
         "model": args.model,
@@ -121,17 +141,17 @@ def main() -> None:
         "objects": args.objects,
         "threads": torch.get_num_threads(),
         "channels_last": args.channels_last,
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "steps": [round(t, 3) for t in times],
+        "median_s": statistics.median(wall),
+        "min_s": min(wall),
+        "steps": [round(t, 3) for t in wall],
         # CPU seconds of this process per step (all threads): on a busy shared machine wall
         # time overstates the cost; with one thread cpu time is close to the idle wall time
         "cpu_median_s": statistics.median(cpu),
         "load_avg_1min": _loadavg(),
+        "references": {name: {"median_s": statistics.median(w), "min_s": min(w), "cpu_median_s": statistics.median(c),
+                              "ratio_to_ours": statistics.median(w) / statistics.median(wall)}
+                       for name, (w, c) in times.items() if name != "ours"},
     }
-    if official_optimizer is not None:
-        result.update(official_optimizer_median_s=statistics.median(ref_times), official_optimizer_min_s=min(ref_times),
-                      official_optimizer_cpu_median_s=statistics.median(ref_cpu))
     if args.json:
         print(json.dumps(result))
     else:
@@ -139,10 +159,9 @@ def main() -> None:
               f"{result['threads']} threads{', channels_last' if args.channels_last else ''}): "
               f"median {result['median_s']:.3f} s, min {result['min_s']:.3f} s over {args.steps} steps "
               f"(official DETR: ~2.0 s); CPU time {result['cpu_median_s']:.2f} s/step, load average {result['load_avg_1min']}")
-        if official_optimizer is not None:
-            print(f"same step with the official trainer's optimizer (default AdamW): median "
-                  f"{result['official_optimizer_median_s']:.3f} s, min {result['official_optimizer_min_s']:.3f} s, "
-                  f"CPU time {result['official_optimizer_cpu_median_s']:.2f} s/step")
+        for name, r in result["references"].items():
+            print(f"same step, {name}: median {r['median_s']:.3f} s, min {r['min_s']:.3f} s, "
+                  f"CPU time {r['cpu_median_s']:.2f} s/step: {r['ratio_to_ours']:.2f}x ours")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from panoptic_detr.errors import PanopticDetrError
 @dataclass
 class BaseModelConfig:
     out: Path = Path("runs/base-model")
-    images: int = 600
+    images: int = 1000
     size: str = "256x320"
     seed: int = 1
-    epochs: int = 14
+    epochs: int = 18
     export: Path = BASE_MODEL
     train_args: list[str] = field(default_factory=list)
 

@@ -114,15 +114,37 @@ def set_trainable(model: nn.Module, stage: str, lr_backbone: float, freeze_stem:
         p.requires_grad_(trainable)
 
 
-def param_groups(model: nn.Module, lr: float, lr_backbone: float, weight_decay: float) -> list[dict]:
-    main = [p for n, p in model.named_parameters() if p.requires_grad and not is_backbone(n)]
-    back = [p for n, p in model.named_parameters() if p.requires_grad and is_backbone(n)]
-    groups = [{"params": main, "lr": lr, "weight_decay": weight_decay, "name": "main"}]
-    if back:
-        groups.append({"params": back, "lr": lr_backbone, "weight_decay": weight_decay, "name": "backbone"})
-    if not main and not back:
+def param_groups(model: nn.Module, lr: float, lr_backbone: float, weight_decay: float,
+                 lr_mult: dict[str, float] | None = None) -> list[dict]:
+    """AdamW groups: "main" at `lr`, "backbone" at `lr_backbone`, and one group per module
+    group named in `lr_mult` at `lr x multiplier`."""
+    lr_mult = dict(lr_mult or {})
+    unknown = sorted(set(lr_mult) - set(GROUPS))
+    if unknown:
+        raise ConfigError(f"optim.lr_mult: unknown module group {unknown[0]!r} (known: {', '.join(GROUPS)})")
+    named: dict[str, list] = {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        group = group_of(n)
+        key = "backbone" if group == "backbone" else (group if group in lr_mult else "main")
+        named.setdefault(key, []).append(p)
+    if not named:
         raise ConfigError("no trainable parameters (check stage and optim.lr_backbone)")
-    return groups
+    groups = [{"params": named.pop("main", []), "lr": lr, "weight_decay": weight_decay, "name": "main"}]
+    if "backbone" in named:
+        groups.append({"params": named.pop("backbone"), "lr": lr_backbone, "weight_decay": weight_decay,
+                       "name": "backbone"})
+    for key in sorted(named):
+        groups.append({"params": named[key], "lr": lr * lr_mult[key], "weight_decay": weight_decay, "name": key})
+    return [g for g in groups if g["params"]]
+
+
+def group_lr(name: str | None, o) -> float:
+    """The configured (pre-schedule) lr of the optimizer group called `name`."""
+    if name == "backbone":
+        return o.lr_backbone
+    return o.lr * dict(o.lr_mult or {}).get(name, 1.0)
 
 
 def clip_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -346,7 +368,7 @@ class Trainer:
         model.to(self.device)
         self.model = model
         o = cfg.optim
-        self.optimizer = make_adamw(param_groups(model, o.lr, o.lr_backbone, o.weight_decay), o)
+        self.optimizer = make_adamw(param_groups(model, o.lr, o.lr_backbone, o.weight_decay, o.lr_mult), o)
         self.sampler = EpochBatchSampler(
             len(self.train_set), d.batch_size, self.rank, self.world, cfg.seed, shuffle=True, drop_last=d.drop_last
         )
@@ -414,7 +436,7 @@ class Trainer:
                 f"{self.out / CHECKPOINT}: does not fit this run's model/optimizer ({msg}); use another --out or remove it"
             ) from None
         for g in self.optimizer.param_groups:  # the configured lr wins over the saved one
-            g["initial_lr"] = cfg.optim.lr_backbone if g.get("name") == "backbone" else cfg.optim.lr
+            g["initial_lr"] = group_lr(g.get("name"), cfg.optim)
         self.schedule.load_state_dict(state.get("scheduler") or {})
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

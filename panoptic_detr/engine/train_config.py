@@ -51,6 +51,10 @@ class OptimConfig:
     clip_max_norm: float = 0.1
     clip_mode: str = "global"
     freeze_backbone_stem: bool = True  # conv1/bn1/layer1 frozen, as DETR with a pretrained backbone
+    # lr multipliers per module group (names as for clip_mode), e.g. {bbox_attention: 10}:
+    # the mask attention's softmax runs over heads x h x w, so its gradients are tiny and
+    # from scratch it needs far more steps than the rest at the same lr.
+    lr_mult: dict[str, float] = field(default_factory=dict)
     schedule: str = "step"  # step: x lr_drop_factor at epoch lr_drop; cosine: to 0 at the end
     lr_drop: int = 200
     lr_drop_factor: float = 0.1

@@ -26,6 +26,8 @@ class FrozenBatchNorm2d(nn.Module):
     it, backbones other than the torchvision ResNets can produce NaNs).
     """
 
+    fold = True  # conv_bn folds it into the conv before it (False: a separate pass, as DETR)
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.num_features = num_features
@@ -42,9 +44,12 @@ class FrozenBatchNorm2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def scale_shift(self) -> tuple[Tensor, Tensor]:
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, shift = self.scale_shift()
         return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
@@ -99,6 +104,29 @@ def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
+def conv_bn(conv: nn.Module, bn: nn.Module, x: Tensor) -> Tensor:
+    """bn(conv(x)); a frozen batch norm is folded into the conv's weight and bias first.
+
+    The fold costs one pass over the (small) weight instead of two passes over the (large)
+    activation, one forward and one backward: about a tenth of a training step of the r50
+    backbone on CPU. Values change by float rounding only; the weights and keys do not.
+    """
+    if isinstance(bn, FrozenBatchNorm2d) and bn.fold and isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros":
+        scale, shift = bn.scale_shift()
+        weight = conv.weight * scale.to(conv.weight.dtype).reshape(-1, 1, 1, 1)
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        return F.conv2d(x, weight, bias.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+    return bn(conv(x))
+
+
+def _shortcut(downsample: nn.Module | None, x: Tensor) -> Tensor:
+    if downsample is None:
+        return x
+    if isinstance(downsample, nn.Sequential) and len(downsample) == 2:
+        return conv_bn(downsample[0], downsample[1], x)
+    return downsample(x)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs (ResNet-18/34)."""
 
@@ -120,9 +148,9 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor, pm: PaddingMasks | None = None, stride_in: int = 1) -> Tensor:
         """`pm` (padding-invariant mode): re-zero the padding before every spatial conv."""
         stride_out = stride_in * self.stride
-        identity = x if self.downsample is None else self.downsample(x)
-        out = _zero(self.relu(self.bn1(self.conv1(x))), pm, stride_out)
-        out = self.bn2(self.conv2(out))
+        identity = _shortcut(self.downsample, x)
+        out = _zero(self.relu(conv_bn(self.conv1, self.bn1, x)), pm, stride_out)
+        out = conv_bn(self.conv2, self.bn2, out)
         return _zero(self.relu(out + identity), pm, stride_out)
 
 
@@ -147,10 +175,10 @@ class Bottleneck(nn.Module):
     def forward(self, x: Tensor, pm: PaddingMasks | None = None, stride_in: int = 1) -> Tensor:
         """`pm` (padding-invariant mode): re-zero the padding before every spatial conv."""
         stride_out = stride_in * self.stride
-        identity = x if self.downsample is None else self.downsample(x)
-        out = _zero(self.relu(self.bn1(self.conv1(x))), pm, stride_in)
-        out = _zero(self.relu(self.bn2(self.conv2(out))), pm, stride_out)
-        out = self.bn3(self.conv3(out))
+        identity = _shortcut(self.downsample, x)
+        out = _zero(self.relu(conv_bn(self.conv1, self.bn1, x)), pm, stride_in)
+        out = _zero(self.relu(conv_bn(self.conv2, self.bn2, out)), pm, stride_out)
+        out = conv_bn(self.conv3, self.bn3, out)
         return _zero(self.relu(out + identity), pm, stride_out)
 
 
@@ -201,7 +229,7 @@ class ResNet(nn.Module):
         """-> [layer1, layer2, layer3, layer4] outputs. With `pm` (padding-invariant mode) the
         padding is re-zeroed before every spatial op, so it acts exactly as each image's own
         zero padding would if the image ran alone."""
-        x = _zero(self.relu(self.bn1(self.conv1(x))), pm, 2)
+        x = _zero(self.relu(conv_bn(self.conv1, self.bn1, x)), pm, 2)
         x = _zero(self.maxpool(x), pm, 4)  # inputs are >= 0, so zeros act as the pool's -inf padding
         outs = []
         stride = 4

@@ -30,7 +30,7 @@ def build_from_config(cfg: ModelConfig, train_backbone: bool = True) -> nn.Modul
     transformer = Transformer(cfg.hidden_dim, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
                               cfg.dropout, return_intermediate_dec=True)
     detr = DETR(backbone, transformer, cfg.num_classes, cfg.num_queries, aux_loss=cfg.aux_loss)
-    return DETRsegm(detr) if cfg.masks else detr
+    return DETRsegm(detr, mask_attention=cfg.mask_attention) if cfg.masks else detr
 
 
 def build_model(preset_or_config: str | dict | ModelConfig = "r50-panoptic", categories=None,

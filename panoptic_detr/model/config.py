@@ -15,6 +15,8 @@ RESNETS = {
     "resnet101": ("bottleneck", (3, 4, 23, 3)),
 }
 
+MASK_ATTENTION = ("softmax", "density")
+
 
 @dataclass
 class ModelConfig:
@@ -37,6 +39,12 @@ class ModelConfig:
     aux_loss: bool = True  # return aux_outputs for the earlier decoder layers
     frozen_bn: bool = True  # FrozenBatchNorm2d everywhere in the backbone, as the official models
     backbone_width: int = 64  # ResNet stem channels (64 = torchvision); narrower for small CPU models
+    # The mask head's per-query attention maps: "softmax" = probabilities over heads x h x w
+    # (official; a uniform map is 1/(nheads*h*w), ~1e-3, beside image features of ~1, so a
+    # fresh mask head cannot tell queries apart and learns for tens of thousands of steps);
+    # "density" = the same maps times nheads x the image's valid positions (uniform = 1),
+    # which the mask head uses from the first steps. Same weights and keys either way.
+    mask_attention: str = "softmax"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -53,6 +61,8 @@ class ModelConfig:
         for name in ("backbone_width", "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "num_queries", "num_classes"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.mask_attention not in MASK_ATTENTION:
+            raise bad(f"mask_attention must be one of {', '.join(MASK_ATTENTION)}, got {self.mask_attention!r}")
         if self.hidden_dim % self.nheads:
             raise bad(f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}")
         if self.hidden_dim % 2:

@@ -26,12 +26,16 @@ from panoptic_detr.model.detr import DETR
 
 class MHAttentionMap(nn.Module):
     """Multi-head attention weights only (no values): [B, Q, nheads, h, w], softmax taken jointly
-    over heads x h x w. k is a 1x1 conv of the feature map with `k_linear`'s weight."""
+    over heads x h x w. k is a 1x1 conv of the feature map with `k_linear`'s weight.
+
+    `density=True` multiplies each image's maps by nheads x its valid (unpadded) positions,
+    so that a uniform map is 1 whatever the image size (see ModelConfig.mask_attention)."""
 
     recorder = None  # an AttentionRecord while inside model_attention()
 
-    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int, bias: bool = True):
+    def __init__(self, query_dim: int, hidden_dim: int, num_heads: int, bias: bool = True, density: bool = False):
         super().__init__()
+        self.density = density
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.q_linear = nn.Linear(query_dim, hidden_dim, bias=bias)
@@ -57,6 +61,9 @@ class MHAttentionMap(nn.Module):
         weights = weights.flatten(2).softmax(-1).view(weights.shape)
         if self.recorder is not None:
             self.recorder.mask_attention = weights.detach()
+        if self.density:
+            valid = torch.full((b,), float(h * w), device=weights.device) if mask is None else (~mask).flatten(1).sum(1)
+            weights = weights * (self.num_heads * valid.to(weights.dtype)).view(b, 1, 1, 1, 1)
         return weights
 
 
@@ -168,14 +175,14 @@ class DETRsegm(nn.Module):
     `masks_for_queries` computes the masks of chosen queries only.
     """
 
-    def __init__(self, detr: DETR, freeze_detr: bool = False):
+    def __init__(self, detr: DETR, freeze_detr: bool = False, mask_attention: str = "softmax"):
         super().__init__()
         self.detr = detr
         if freeze_detr:
             for p in self.parameters():
                 p.requires_grad_(False)
         hidden_dim, nheads = detr.transformer.d_model, detr.transformer.nhead
-        self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads)
+        self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, density=mask_attention == "density")
         c1, c2, c3, _ = detr.backbone.channels
         self.mask_head = MaskHeadSmallConv(hidden_dim + nheads, [c3, c2, c1], hidden_dim)
         # Queries decoded at once in the full forward: bounds peak memory, same result.

@@ -31,3 +31,23 @@ def test_overrides_parse_and_validate():
         load_train_config("tiny", {"stage": "all"})
     with pytest.raises(ConfigError, match="unknown train preset"):
         load_train_config("nope")
+
+
+def test_lr_multipliers_make_their_own_optimizer_groups():
+    from panoptic_detr.engine.train import group_lr, param_groups, set_trainable
+    from panoptic_detr.model.build import build_model
+
+    model = build_model("tiny")
+    set_trainable(model, "joint", 1e-5, True)
+    groups = param_groups(model, 1e-4, 1e-5, 1e-4, {"bbox_attention": 10})
+    by_name = {g["name"]: g for g in groups}
+    assert set(by_name) == {"main", "backbone", "bbox_attention"}
+    assert by_name["bbox_attention"]["lr"] == pytest.approx(1e-3)
+    assert {id(p) for p in by_name["bbox_attention"]["params"]} == {id(p) for p in model.bbox_attention.parameters()}
+    n_trainable = sum(1 for p in model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == n_trainable
+    cfg = load_train_config("tiny", {"optim": {"lr_mult": {"bbox_attention": 10}}})
+    assert group_lr("bbox_attention", cfg.optim) == pytest.approx(10 * cfg.optim.lr)
+    assert group_lr("backbone", cfg.optim) == cfg.optim.lr_backbone
+    with pytest.raises(ConfigError, match="unknown module group 'bbox'"):
+        param_groups(model, 1e-4, 1e-5, 1e-4, {"bbox": 2})

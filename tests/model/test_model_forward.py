@@ -263,3 +263,40 @@ def test_training_mode_backward_reaches_trainable_parts_only():
     assert body.layer4[0].conv1.weight.grad is not None
     assert model.mask_head.lay1.weight.grad is not None and model.bbox_attention.q_linear.weight.grad is not None
     assert model.detr.transformer.encoder.layers[0].self_attn.in_proj_weight.grad is not None
+
+
+def test_density_mask_attention_is_the_softmax_times_heads_and_valid_positions():
+    """`mask_attention: density` (the tiny preset) scales each image's maps so that a uniform
+    map is 1: the maps of every query sum to nheads x the image's valid positions. The official
+    presets keep the probabilities."""
+    from panoptic_detr.model.segmentation import MHAttentionMap
+
+    assert build_model("r50-panoptic").config.mask_attention == "softmax"
+    assert build_model("tiny").config.mask_attention == "density"
+    torch.manual_seed(0)
+    official = MHAttentionMap(16, 16, 4)
+    density = MHAttentionMap(16, 16, 4, density=True)
+    density.load_state_dict(official.state_dict())
+    q, k = torch.randn(2, 3, 16), torch.randn(2, 16, 5, 6)
+    mask = torch.zeros(2, 5, 6, dtype=torch.bool)
+    mask[1, 3:], mask[1, :, 4:] = True, True  # image 1: a 3x4 valid region
+    p, d = official(q, k, mask), density(q, k, mask)
+    torch.testing.assert_close(p.sum((2, 3, 4)), torch.ones(2, 3))
+    torch.testing.assert_close(d, p * torch.tensor([4.0 * 30, 4.0 * 12]).view(2, 1, 1, 1, 1))
+    assert d[1, :, :, 3:].abs().max() == 0 and d[1, :, :, :, 4:].abs().max() == 0
+
+
+def test_density_attention_model_keeps_the_official_keys_and_batch_independence():
+    from panoptic_detr.model.build import build_model as build
+
+    torch.manual_seed(1)
+    official = build("tiny", mask_attention="softmax").eval()
+    density = build("tiny").eval()
+    assert list(official.state_dict()) == list(density.state_dict())
+    density.load_state_dict(official.state_dict())
+    a, b = torch.randn(3, 96, 128), torch.randn(3, 96, 128)
+    with torch.no_grad():
+        out_p, out_d, batched = official([a]), density([a]), density([a, b])
+    torch.testing.assert_close(out_d["pred_logits"], out_p["pred_logits"])  # masks only differ
+    assert (out_d["pred_masks"] - out_p["pred_masks"]).abs().max() > 1e-3
+    torch.testing.assert_close(batched["pred_masks"][:1], out_d["pred_masks"], atol=1e-4, rtol=0)
