@@ -23,6 +23,7 @@ and comparing whole words is enough to find where a row changes colour.
 from __future__ import annotations
 
 import os
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -33,6 +34,10 @@ try:
     import pyspng
 except ImportError:  # optional speed-up; PIL gives the same pixels
     pyspng = None
+try:
+    import deflate  # libdeflate: inflates a panoptic PNG's IDAT ~15x faster than zlib
+except ImportError:
+    deflate = None
 
 __all__ = ["BACKEND", "read_packed_rgb"]
 
@@ -41,6 +46,7 @@ __all__ = ["BACKEND", "read_packed_rgb"]
 BACKEND = "pyspng" if pyspng is not None else "pil"
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _RGB, _RGBA = 2, 6  # PNG colour types
 
 
@@ -55,6 +61,39 @@ def _is_8bit_rgb(data: bytes) -> bool:
         and data[24] == 8
         and data[25] in (_RGB, _RGBA)
     )
+
+
+def _with_stored_idat(data: bytes) -> bytes | None:
+    """The same PNG with its image data inflated by libdeflate and stored uncompressed.
+
+    Panoptic PNGs are mostly flat colour and compress ~400:1, so zlib's inflate is most of
+    libspng's decoding time; libdeflate inflates such a 640x480 file in ~0.1 ms, and libspng
+    then only copies stored blocks and unfilters: ~1.1 ms for the read instead of ~1.8 ms.
+    None when the file is not a plain non-interlaced 8-bit RGB(A) PNG or is damaged (the
+    caller then decodes the original bytes, and reports errors as before).
+    """
+    if deflate is None or data[28] != 0:  # interlaced: the inflated size differs
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    expected = height * (width * (3 if data[25] == _RGB else 4) + 1)
+    idat, pos = [], 8
+    try:
+        while pos + 8 <= len(data):
+            length = int.from_bytes(data[pos:pos + 4], "big")
+            kind = data[pos + 4:pos + 8]
+            if kind == b"IDAT":
+                idat.append(data[pos + 8:pos + 8 + length])
+            elif kind == b"IEND":
+                break
+            pos += 12 + length
+        raw = deflate.zlib_decompress(b"".join(idat), expected)
+    except Exception:  # noqa: BLE001 - any damage: let libspng / PIL read and judge the original
+        return None
+    if len(raw) != expected:
+        return None
+    stored = zlib.compress(raw, 0)
+    # libspng does not check chunk CRCs (see the module docstring): zeros are fine here.
+    return b"".join((data[:33], len(stored).to_bytes(4, "big"), b"IDAT", stored, b"\x00\x00\x00\x00", _IEND))
 
 
 def read_packed_rgb(
@@ -79,7 +118,7 @@ def read_packed_rgb(
             try:
                 # RGBA output: 4 bytes a pixel, so the array *is* the packed uint32s (no
                 # copy). For an RGB PNG libspng fills alpha with 255.
-                rgba = pyspng.load(data, "RGBA")
+                rgba = pyspng.load(_with_stored_idat(data) or data, "RGBA")
             except (RuntimeError, ValueError):
                 pass  # damaged file: PIL decides whether it can be read, and says why not
             else:

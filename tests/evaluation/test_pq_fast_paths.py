@@ -4,6 +4,7 @@ the decoder choice made for threads."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zlib
@@ -166,3 +167,53 @@ def test_pq_with_interlaced_and_rgba_predictions(synthetic_set, tmp_path):
         else:
             Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]), "RGBA").save(out / ann["file_name"])
     assert pq_compute(gt_json, gt_dir, pred_json, out, workers=1) == pq_compute(*synthetic_set, workers=1)
+
+
+@pytest.mark.skipif(png_decode.deflate is None or png_decode.pyspng is None, reason="needs deflate and pyspng")
+def test_libdeflate_path_gives_the_same_pixels_with_split_image_data(tmp_path):
+    """The fast path re-stores the inflated image data; several IDAT chunks, RGB and RGBA,
+    all give PIL's pixels, and a damaged stream falls back to the normal readers."""
+    rng = np.random.default_rng(3)
+    ids = random_ids(rng, 61, 47)
+    rgb = synth.id2rgb(ids)
+    for name, image in {"rgb.png": Image.fromarray(rgb),
+                        "rgba.png": Image.fromarray(np.dstack([rgb, np.full(ids.shape, 7, np.uint8)]), "RGBA")}.items():
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        data = buf.getvalue()
+        assert png_decode._with_stored_idat(data) is not None, name
+        # the same file with its IDAT cut into three chunks
+        start = data.index(b"IDAT") - 4
+        length = int.from_bytes(data[start:start + 4], "big")
+        stream = data[start + 8:start + 8 + length]
+        cuts = [stream[: length // 3], stream[length // 3: 2 * length // 3], stream[2 * length // 3:]]
+        split = data[:start] + b"".join(len(c).to_bytes(4, "big") + b"IDAT" + c + b"\0\0\0\0" for c in cuts) + \
+            data[start + 12 + length:]
+        path = tmp_path / name
+        path.write_bytes(split)
+        assert (read_ids(path, "pyspng") == ids).all(), name
+    bad = bytearray(data)
+    bad[start + 8 + length // 2] ^= 0xFF
+    assert png_decode._with_stored_idat(bytes(bad)) is None
+
+
+def test_process_workers_equal_in_process_scoring_and_report_errors(synthetic_set, monkeypatch, tmp_path):
+    """Worker processes (what large sets use) give the in-process numbers exactly, keep the
+    chosen decoder, and a bad file in a worker is the same one-line DataError."""
+    from panoptic_detr.evaluation import panoptic_quality as pqm
+
+    monkeypatch.setattr(pqm, "MIN_IMAGES_PER_PROCESS", 1)
+    one = pq_compute(*synthetic_set, workers=1)
+    assert pq_compute(*synthetic_set, workers=2) == one
+    monkeypatch.setattr(png_decode, "BACKEND", "pil")
+    assert pq_compute(*synthetic_set, workers=2) == one
+    gt_json, gt_dir, pred_json, pred_dir = synthetic_set
+    pred = json.loads(Path(pred_json).read_text())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for ann in pred["annotations"]:
+        (broken / ann["file_name"]).write_bytes((Path(pred_dir) / ann["file_name"]).read_bytes())
+    last = pred["annotations"][-1]
+    (broken / last["file_name"]).write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{last['file_name']}.*cannot read the PNG"):
+        pq_compute(gt_json, gt_dir, pred, broken, workers=2)
