@@ -20,9 +20,8 @@ equal pixels along the rows are found with two compares, and their lengths are a
 per pair with one `np.bincount` over small indices taken from the JSONs' segment ids.
 Everything after that works on the few hundred distinct pairs. PNGs are decoded with
 pyspng when it is installed (about twice as fast as PIL, same pixels; see `png_decode`).
-Images are independent, so `workers > 1` spreads them over processes (pyspng and
-libdeflate hold the GIL, so threads could not decode in parallel); small sets, where
-starting processes would cost more than it saves, use threads.
+Images are independent, so `workers > 1` spreads them over threads (numpy and PIL
+release the GIL; pyspng does not, so with it threads overlap decoding with counting).
 
 Where the panopticapi raises a bare KeyError (or computes garbage), this module raises a
 one-line `DataError` naming the file, the image id and the segment id.
@@ -30,10 +29,9 @@ one-line `DataError` naming the file, the image id and the segment id.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from panoptic_detr.errors import DataError
-from panoptic_detr.evaluation import png_decode
 from panoptic_detr.evaluation.png_decode import read_packed_rgb
 
 VOID = 0
@@ -469,25 +466,6 @@ def pq_from_stats(stat: PQStat, categories: Mapping[int, Mapping]) -> dict:
 
 
 # ----------------------------------------------------------------------------- entry point
-#: Below this many images per worker, `pq_compute` uses threads instead of processes.
-MIN_IMAGES_PER_PROCESS = 16
-
-
-def _process_context():
-    # forkserver: children start from a clean server process (forking a process that runs
-    # torch's thread pools can deadlock); spawn where there is no forkserver.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def _set_decoder(backend: str) -> None:
-    png_decode.BACKEND = backend
-
-
-def _image_pq_stats_star(args: tuple) -> list[tuple[int, int, int, int, float]]:
-    return image_pq_stats(*args)
-
-
 def pq_compute(
     gt_json: Any,
     gt_dir: str | os.PathLike,
@@ -505,9 +483,8 @@ def pq_compute(
     `file_name`, `segments_info`). `gt_dir` / `pred_dir`: folders of the PNGs.
     `categories` (default: the ground truth's) decides the classes, their names and
     things/stuff. Every ground-truth image needs a prediction (matched by `image_id`);
-    predictions for other images are ignored. `workers` processes score the images
-    (default: up to 8, one per CPU; threads for fewer than `MIN_IMAGES_PER_PROCESS` images
-    per worker); the result does not depend on it.
+    predictions for other images are ignored. `workers` threads score the images (default:
+    up to 8, one per CPU); the result does not depend on it.
 
     Returns ``{"All"|"Things"|"Stuff": {pq, sq, rq, n}, "per_class": {name: {pq, sq, rq,
     tp, fp, fn}}, "per_category": [{id, name, isthing, pq, sq, rq, tp, fp, fn, iou}],
@@ -549,24 +526,22 @@ def pq_compute(
         workers = min(8, os.cpu_count() or 1)
     workers = max(1, int(workers))
     # pyspng decodes about twice as fast as PIL but holds the GIL, so threads cannot run
-    # more than one image per (two pyspng decodes + the Python part); PIL's decoding runs
-    # in parallel. In threads, PIL overtakes pyspng from three busy cores on.
-    use_processes = workers > 1 and len(pairs) >= MIN_IMAGES_PER_PROCESS * workers
-    release_gil = not use_processes and workers > 2 and len(pairs) > 2
-    args = (gt_dir, pred_dir, cats, gt_name, pred_name, check_gt)
+    # more than one image per (two pyspng decodes + the Python part), ~4.5 ms at 640x480;
+    # PIL's decoding runs in parallel. By single-thread timings, PIL overtakes pyspng
+    # from three busy cores on; up to two, pyspng is as fast and needs half the CPU.
+    release_gil = workers > 2 and len(pairs) > 2
+
+    def one(pair):
+        return image_pq_stats(
+            pair[0], pair[1], gt_dir, pred_dir, cats, gt_name, pred_name, check_gt, release_gil=release_gil
+        )
 
     if workers == 1 or len(pairs) < 2:
-        it = (image_pq_stats(g, p, *args) for g, p in pairs)
+        it = map(one, pairs)
         pool = None
-    elif use_processes:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context(),
-                                   initializer=_set_decoder, initargs=(png_decode.BACKEND,))
-        gts, preds = zip(*pairs)
-        chunk = max(1, min(16, len(pairs) // (4 * workers)))
-        it = pool.map(_image_pq_stats_star, [(g, p, *args) for g, p in zip(gts, preds)], chunksize=chunk)
     else:
         pool = ThreadPoolExecutor(max_workers=workers)
-        it = pool.map(lambda pair: image_pq_stats(*pair, *args, release_gil=release_gil), pairs)
+        it = pool.map(one, pairs)
     try:
         for events in it:  # accumulate in image order: deterministic sums
             stat.add(events)

@@ -196,24 +196,3 @@ def test_libdeflate_path_gives_the_same_pixels_with_split_image_data(tmp_path):
     bad[start + 8 + length // 2] ^= 0xFF
     assert png_decode._with_stored_idat(bytes(bad)) is None
 
-
-def test_process_workers_equal_in_process_scoring_and_report_errors(synthetic_set, monkeypatch, tmp_path):
-    """Worker processes (what large sets use) give the in-process numbers exactly, keep the
-    chosen decoder, and a bad file in a worker is the same one-line DataError."""
-    from panoptic_detr.evaluation import panoptic_quality as pqm
-
-    monkeypatch.setattr(pqm, "MIN_IMAGES_PER_PROCESS", 1)
-    one = pq_compute(*synthetic_set, workers=1)
-    assert pq_compute(*synthetic_set, workers=2) == one
-    monkeypatch.setattr(png_decode, "BACKEND", "pil")
-    assert pq_compute(*synthetic_set, workers=2) == one
-    gt_json, gt_dir, pred_json, pred_dir = synthetic_set
-    pred = json.loads(Path(pred_json).read_text())
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for ann in pred["annotations"]:
-        (broken / ann["file_name"]).write_bytes((Path(pred_dir) / ann["file_name"]).read_bytes())
-    last = pred["annotations"][-1]
-    (broken / last["file_name"]).write_bytes(b"not a png")
-    with pytest.raises(DataError, match=f"{last['file_name']}.*cannot read the PNG"):
-        pq_compute(gt_json, gt_dir, pred, broken, workers=2)
