@@ -72,7 +72,7 @@ def _with_stored_idat(data: bytes) -> bytes | None:
     None when the file is not a plain non-interlaced 8-bit RGB(A) PNG or is damaged (the
     caller then decodes the original bytes, and reports errors as before).
     """
-    if deflate is None or data[28] != 0:  # interlaced: the inflated size differs
+    if deflate is None or len(data) < 33 or data[28] != 0:  # interlaced: the inflated size differs
         return None
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     expected = height * (width * (3 if data[25] == _RGB else 4) + 1)
