@@ -1,6 +1,6 @@
 """`panoptic-detr evaluate`: PQ (COCO panopticapi rules) and box / mask AP.
 
-    panoptic-detr evaluate CKPT DATASET [--split val] [--out DIR] [--threshold T]
+    panoptic-detr evaluate CKPT DATASET [--split val] [--out DIR] [--threshold T] [--dedup F]
                            [--batch-size N] [--device DEV] [--short-side S] [--max-size M]
     panoptic-detr evaluate --predictions PRED_JSON PRED_DIR --ground-truth GT_JSON GT_DIR
                            [--instances INSTANCES_JSON] [--out DIR]
@@ -21,6 +21,8 @@ HELP = "score a model on a prepared split, or prediction files, with PQ/SQ/RQ an
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from panoptic_detr.commands import add_dedup_argument
+
     parser.add_argument("checkpoint", nargs="?", metavar="CKPT", help="model checkpoint (.pth / .safetensors)")
     parser.add_argument("dataset", nargs="?", metavar="DATASET", help="prepared dataset folder")
     parser.add_argument("--split", default="val", help="split of the prepared dataset (default: val)")
@@ -35,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="write metrics.json (and, with a model, the predictions) here")
     parser.add_argument("--threshold", type=float, default=0.85, help="query score threshold (default: 0.85)")
+    add_dedup_argument(parser)
     parser.add_argument("--batch-size", type=int, default=2, help="images per forward (default: 2)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--short-side", type=int, default=800, help="resize the short image side to this (default: 800)")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         for path, what in ((args.checkpoint, "checkpoint"), (args.dataset, "dataset folder")):
             if not Path(path).exists():
                 raise PanopticDetrError(f"{path}: {what} not found")
+        from panoptic_detr.engine.predict import check_dedup
         from panoptic_detr.evaluation.evaluate import evaluate_model
 
         metrics = evaluate_model(
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             short_side=args.short_side,
             max_size=args.max_size,
+            dedup=check_dedup(args.dedup, "--dedup"),
         )
     print(format_metrics(metrics, per_class=not args.no_per_class))
     if args.out:

@@ -16,6 +16,8 @@ def parse_point(text: str) -> tuple[float, float]:
 
 
 def configure(p):
+    from panoptic_detr.commands import add_dedup_argument
+
     p.add_argument("checkpoint", type=Path, help="panoptic model checkpoint (.pth or .safetensors)")
     p.add_argument("image", type=Path, help="the image to explain")
     p.add_argument("--out", type=Path, required=True, help="output folder (figures *.png and index.html)")
@@ -26,6 +28,7 @@ def configure(p):
                                                            "figure (default 20)")
     p.add_argument("--threshold", type=float, default=0.85, help="score a query needs to count as detected "
                                                                  "(default 0.85)")
+    add_dedup_argument(p)
     p.add_argument("--short-side", type=int, default=800, help="resize the short image side to this (default 800)")
     p.add_argument("--max-size", type=int, default=1333, help="longest image side after resizing (default 1333)")
     p.add_argument("--query-images", type=Path, metavar="DATA",
@@ -43,11 +46,13 @@ def configure(p):
 def run(args):
     from panoptic_detr.commands.explain_queries import check_common, load
     from panoptic_detr.engine.explain import explain_to_folder
+    from panoptic_detr.engine.predict import check_dedup
     from panoptic_detr.errors import PanopticDetrError
 
     check_common(args)
     if not 0.0 <= args.threshold < 1.0:
         raise PanopticDetrError(f"--threshold must be in [0, 1), got {args.threshold}")
+    check_dedup(args.dedup, "--dedup")
     if args.max_images < 1:
         raise PanopticDetrError(f"--max-images must be at least 1, got {args.max_images}")
     if args.image.is_dir():
@@ -57,7 +62,7 @@ def run(args):
     model = load(args, need_masks=True)
     index = explain_to_folder(
         model, args.image, args.out, points=args.points, num_queries=args.queries, threshold=args.threshold,
-        short_side=args.short_side, max_size=args.max_size, query_images=args.query_images, split=args.split,
+        dedup=args.dedup, short_side=args.short_side, max_size=args.max_size, query_images=args.query_images, split=args.split,
         max_images=args.max_images, device=args.device, overwrite=args.overwrite, source=str(args.checkpoint),
         dpi=args.dpi,
     )

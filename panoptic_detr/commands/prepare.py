@@ -2,7 +2,7 @@
 
     panoptic-detr prepare --class-map YAML --out DIR [--things PATH ...] [--labelme DIR ...]
         [--coco-panoptic JSON PNG_DIR IMAGE_DIR] [--stuff-from CKPT] [--stuff-truth JSON PNG_DIR]
-        [--teacher-mask-things] [--teacher-short-side PX] [--teacher-threshold T] [--val-ratio 0.2] [--seed 0] [--check] [--skip-bad] [--overwrite]
+        [--teacher-mask-things] [--teacher-short-side PX] [--teacher-threshold T] [--teacher-dedup F] [--val-ratio 0.2] [--seed 0] [--check] [--skip-bad] [--overwrite]
 
 See `panoptic_detr.data.prepare` for what is built and how. Exit code 2 on bad input
 (one line naming the file and the item), nothing written; `--check` lists every problem.
@@ -18,6 +18,8 @@ HELP = "build a COCO-panoptic dataset from your annotated things (+ stuff from C
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from panoptic_detr.commands import add_dedup_argument
+
     p.add_argument("--class-map", required=True, metavar="YAML",
                    help="class map YAML, or a preset name: construction, demo, base")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output dataset folder")
@@ -35,6 +37,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="resize for the teacher (default: the predictor's own)")
     p.add_argument("--teacher-threshold", type=float, default=None, metavar="T",
                    help="teacher's score threshold (default: the predictor's own)")
+    add_dedup_argument(p, "--teacher-dedup")
     p.add_argument("--val-ratio", type=float, default=0.2, help="fraction of images in val (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--check", action="store_true", help="validate the inputs, print every problem, write nothing")
@@ -51,6 +54,10 @@ def run(args) -> int:
         teacher_options["short_side"] = args.teacher_short_side
     if args.teacher_threshold is not None:
         teacher_options["threshold"] = args.teacher_threshold
+    if args.teacher_dedup is not None:
+        from panoptic_detr.engine.predict import check_dedup
+
+        teacher_options["dedup"] = check_dedup(args.teacher_dedup, "--teacher-dedup")
     summary = prepare(
         class_map=args.class_map,
         out=args.out,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from panoptic_detr.engine.demo import BASE_MODEL, EVAL_SHORT_SIDE, EVAL_THRESHOLD, RESOURCES, Demo, DemoConfig, peak_memory_mb
+from panoptic_detr.engine.demo import BASE_MODEL, EVAL_DEDUP, EVAL_SHORT_SIDE, EVAL_THRESHOLD, RESOURCES, Demo, DemoConfig, peak_memory_mb
 from panoptic_detr.errors import PanopticDetrError
 
 
@@ -58,7 +58,7 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
     runner._run("plot", ["plot", train_dir], done=None)
     runner._run(
         "evaluate", ["evaluate", model, dataset, "--split", "val", "--out", eval_dir, "--short-side", EVAL_SHORT_SIDE,
-                     "--threshold", EVAL_THRESHOLD],
+                     "--threshold", EVAL_THRESHOLD, "--dedup", EVAL_DEDUP],
         done=eval_dir / "metrics.json",
     )
     export_fp16(model, Path(cfg.export))

@@ -194,13 +194,14 @@ def _isthing_table(categories: CategoryList, num_classes: int) -> torch.Tensor:
     return torch.tensor(table, dtype=torch.bool)
 
 
-def _preprocessor(model, device, threshold, short_side, max_size):
+def _preprocessor(model, device, threshold, short_side, max_size, dedup=None):
     """A `Predictor` for panoptic models (the same resize and normalisation as predict)."""
     from panoptic_detr.engine.predict import Predictor
 
     if isinstance(model, Predictor):
         return model
-    return Predictor(model, device=device, threshold=threshold, short_side=short_side, max_size=max_size)
+    return Predictor(model, device=device, threshold=threshold, short_side=short_side, max_size=max_size,
+                     dedup=dedup)
 
 
 def explain_image(
@@ -247,7 +248,8 @@ def explain_image(
         if masks is not None:
             isthing = _isthing_table(predictor.categories, num_classes).to(logits.device)
             panoptic = panoptic_inference(logits, lambda q: masks, (h, w), (H, W), isthing,
-                                          threshold=threshold, min_area=predictor.min_area)
+                                          threshold=threshold, min_area=predictor.min_area,
+                                          dedup=predictor.dedup)
             panoptic = PanopticOutput(panoptic.id_map.cpu(), panoptic.segments_info)
         t4 = time.perf_counter()
 
@@ -612,6 +614,7 @@ def explain_to_folder(
     query_short_side: int | None = None,
     min_query_images: int = 8,
     device: str = "cpu",
+    dedup: float | None = None,
     overwrite: bool = False,
     source: str | None = None,
     dpi: int = 110,
@@ -633,7 +636,7 @@ def explain_to_folder(
         if not (0 <= x < W and 0 <= y < H):
             raise PanopticDetrError(f"--points {x:g},{y:g}: outside the {W} x {H} image {image}")
     t0 = time.perf_counter()
-    predictor = _preprocessor(model, device, threshold, short_side, max_size)
+    predictor = _preprocessor(model, device, threshold, short_side, max_size, dedup)
     expl = explain_image(predictor, arr, device=device)
     t1 = time.perf_counter()
     say(f"explain: {len(expl.keep)} of {expl.num_queries} queries above {expl.threshold:g} "

@@ -12,7 +12,11 @@
 4. segments of `min_area` pixels or fewer (counted at the original size, as the official
    code does) are dropped and the argmax is redone without their queries, until no
    segment is that small;
-5. the map is resized to the original image size with nearest-neighbour sampling (the
+5. optionally (`dedup`, off by default: not part of the official algorithm), before
+   step 3, a kept *thing* query is dropped when more than `dedup` of its mask (logit > 0
+   on its image's grid cells) lies inside the mask of a better-scoring kept query of the
+   same class -- see `duplicate_queries`;
+6. the map is resized to the original image size with nearest-neighbour sampling (the
    same source pixels as PIL's NEAREST, which the official code used), ids are
    numbered 1..n in query order (0 = VOID), areas and boxes measured on the final map.
 
@@ -29,6 +33,13 @@ and every output pixel keeps its true position (`interpolate(crop, size=(h, w))`
 instead stretch by h / ceil(h/4) != 4 when h is not a multiple of 4, shifting the masks
 by up to 3 pixels at the far edge). The resulting map is then a function of the image's
 mask logits alone.
+
+Duplicate suppression: DETR's set loss teaches one query per object, but a model trained
+for minutes rather than 500 epochs often fires two or three queries on one object. The
+argmax then splits the object between them, and every fragment is a false positive (on
+the tiny models' val splits most thing false positives were such fragments). Measuring
+the overlap relative to the *worse* query's own mask (not IoU) also removes queries that
+cover only a part of an object another query covers whole.
 
 Stuff merging: the official code merges same-class stuff queries only in its first pass
 and then drops the merged-away queries (area 0) as "small", so their pixels go to
@@ -58,6 +69,7 @@ __all__ = [
     "upsample_masks",
     "masks_argmax",
     "segment_boxes",
+    "duplicate_queries",
 ]
 
 
@@ -210,6 +222,46 @@ def segment_boxes(id_map: torch.Tensor, num_ids: int) -> torch.Tensor:
     return torch.where(present[:, None], boxes, torch.zeros_like(boxes))
 
 
+def duplicate_queries(
+    masks: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    is_thing: torch.Tensor,
+    processed_size: Sequence[int],
+    overlap: float,
+    stride: int = 4,
+) -> torch.Tensor:
+    """Bool [k]: the queries that duplicate a better one (see the module docstring).
+
+    masks: mask logits [k, gh, gw] of k kept queries; scores, labels, is_thing: [k].
+    Query q is a duplicate when, for some query p of the same thing class that scores
+    higher (or equal with a lower index) and is not itself a duplicate,
+    |mask_q & mask_p| > overlap * |mask_q|, masks taken as logit > 0 on the image's own
+    grid cells. Stuff queries are never duplicates (a class's stuff queries merge anyway).
+    """
+    k = int(masks.shape[0])
+    dup = torch.zeros(k, dtype=torch.bool, device=masks.device)
+    things = is_thing.nonzero().flatten()
+    if things.numel() < 2:
+        return dup
+    _, _, ch, cw = _image_cells(masks, processed_size, stride)
+    binary = (masks.index_select(0, things)[:, :ch, :cw] > 0).flatten(1).float()
+    inter = binary @ binary.T
+    own = inter.diagonal().clone()
+    same = labels[things][:, None].eq(labels[things][None, :])
+    covered = same & (inter > overlap * own[:, None]) & (own[:, None] > 0)
+    # greedy in score order: only queries that survive can suppress others
+    order = torch.argsort(-scores[things].float(), stable=True).tolist()
+    covered_l = covered.tolist()
+    kept: list[int] = []
+    for i in order:
+        if any(covered_l[i][j] for j in kept):
+            dup[things[i]] = True
+        else:
+            kept.append(i)
+    return dup
+
+
 def _isthing_tensor(isthing, device) -> torch.Tensor:
     if isinstance(isthing, torch.Tensor):
         return isthing.to(device=device, dtype=torch.bool)
@@ -225,6 +277,7 @@ def panoptic_inference(
     threshold: float = 0.85,
     min_area: int = 4,
     mask_stride: int = 4,
+    dedup: float | None = None,
 ) -> PanopticOutput:
     """The panoptic map of one image from its DETR outputs (see the module docstring).
 
@@ -237,6 +290,9 @@ def panoptic_inference(
     isthing: bool per class index (tensor or sequence); indices beyond it count as stuff.
     threshold: a query is kept when its score is strictly above it.
     min_area: segments with at most this many pixels (at the original size) are dropped.
+    dedup: drop thing queries with more than this fraction of their mask inside a
+        better query's mask of the same class (`duplicate_queries`); None = off, as the
+        official code.
     """
     H, W = int(original_size[0]), int(original_size[1])
     h, w = int(processed_size[0]), int(processed_size[1])
@@ -272,7 +328,9 @@ def panoptic_inference(
     ).flatten()
 
     alive = torch.ones(k, dtype=torch.bool, device=device)
-    winner = masks_argmax(raw, (h, w), mask_stride).flatten()
+    if dedup is not None:
+        alive &= ~duplicate_queries(raw, q_scores, q_labels, q_thing, (h, w), float(dedup), mask_stride)
+    winner = masks_argmax(raw, (h, w), mask_stride, queries=alive.nonzero().flatten()).flatten()
     while True:
         seg_of_pixel = q_segment[winner]
         area = torch.zeros(k, dtype=torch.long, device=device).index_add_(0, seg_of_pixel, pixel_weight)

@@ -46,6 +46,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 __all__ = ["Predictor", "fold_batchnorm", "keep_freed_memory", "resize_shape", "default_categories", "save_panoptic_png", "predict_paths", "PredictReport"]
 
 
+def check_dedup(dedup: float | None, name: str = "dedup") -> float | None:
+    """`dedup` as a float in [0, 1), or None (off); a clear error otherwise."""
+    if dedup is None:
+        return None
+    value = float(dedup)
+    if not 0.0 <= value < 1.0:
+        raise PanopticDetrError(f"{name} must be in [0, 1) (a fraction of a mask), got {dedup}")
+    return value
+
+
 def resize_shape(height: int, width: int, short_side: int = 800, max_size: int | None = 1333) -> tuple[int, int]:
     """(h, w) of DETR's evaluation resize: short side to `short_side`, long side <= `max_size`."""
     size = float(short_side)
@@ -183,6 +193,9 @@ class Predictor:
     batch_forward: run same-size images through the network together (default: on
         accelerators only; on CPU each image alone, so that maps are bit-identical
         whatever the batch size).
+    dedup: drop thing queries that duplicate a better one of the same class (more than
+        this fraction of their mask inside its mask; `duplicate_queries`). None: off,
+        as the official post-processing.
     fold_bn: run a copy of the model with the backbone's frozen batch norms folded into
         its convolutions (`fold_batchnorm`; a quarter less backbone time, values equal up
         to float rounding). The model passed in is never modified; a Predictor made
@@ -202,6 +215,7 @@ class Predictor:
         min_area: int = 4,
         batch_forward: bool | None = None,
         fold_bn: bool = True,
+        dedup: float | None = None,
     ):
         import copy
 
@@ -254,6 +268,7 @@ class Predictor:
         self.forward_batch_size = self.batch_size if batch_forward else 1
         self.fast_masks = bool(fast_masks)
         self.min_area = int(min_area)
+        self.dedup = check_dedup(dedup)
         num_classes = int(config.num_classes) if config is not None else None
         cats = categories
         if cats is None:
@@ -357,7 +372,8 @@ class Predictor:
 
     def _postprocess(self, logits, masks, size, original_size, isthing) -> PanopticOutput:
         out = panoptic_inference(
-            logits, masks, size, original_size, isthing, threshold=self.threshold, min_area=self.min_area
+            logits, masks, size, original_size, isthing, threshold=self.threshold, min_area=self.min_area,
+            dedup=self.dedup,
         )
         return PanopticOutput(out.id_map.cpu(), out.segments_info)
 

@@ -633,6 +633,8 @@ class Trainer:
             kwargs["short_side"] = cfg.data.eval_size
         if "max_size" in params:
             kwargs["max_size"] = cfg.data.eval_max_size
+        if cfg.eval.dedup is not None:
+            kwargs["dedup"] = cfg.eval.dedup
         if "max_images" in params and cfg.eval.max_images > 0:
             kwargs["max_images"] = cfg.eval.max_images
         val_dir = Path(cfg.data_dir) / "annotations" / f"panoptic_{cfg.data.val_split}.json"

@@ -84,6 +84,7 @@ class EvalConfig:
     pq: bool = True  # PQ through evaluation.evaluate_model (panoptic models)
     loss: bool = True  # losses on the val split
     threshold: float = 0.85
+    dedup: float | None = None  # duplicate suppression (Predictor's `dedup`); None: off
     batch_size: int = 2
     max_images: int = 0  # 0: the whole split
 
@@ -134,6 +135,10 @@ class TrainConfig:
             raise ConfigError(f"data.workers: must be >= 0, got {self.data.workers}")
         if not self.data.scales:
             raise ConfigError("data.scales: needs at least one size")
+        if not 0.0 <= self.eval.threshold < 1.0:
+            raise ConfigError(f"eval.threshold: must be in [0, 1), got {self.eval.threshold}")
+        if self.eval.dedup is not None and not 0.0 <= self.eval.dedup < 1.0:
+            raise ConfigError(f"eval.dedup: must be in [0, 1) or null, got {self.eval.dedup}")
         return self
 
     def to_dict(self) -> dict:

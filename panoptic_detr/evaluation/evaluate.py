@@ -110,6 +110,7 @@ def evaluate_model(
     max_images: int | None = None,
     short_side: int = 800,
     max_size: int | None = 1333,
+    dedup: float | None = None,
 ) -> dict:
     """Run a panoptic model over a prepared split and score it.
 
@@ -121,6 +122,7 @@ def evaluate_model(
     out_dir: where `predictions/*.png` and `predictions.json` go (a temporary folder,
         removed afterwards, when None).
     max_images: score only the first N images of the split (quick periodic checks).
+    dedup: the Predictor's duplicate suppression (None: off, as the official code).
     short_side, max_size: the Predictor's resize (DETR's evaluation transform by default).
     device: where the model runs (default: a model's own device, "cpu" for a checkpoint).
         A model passed in is put back in training mode afterwards if it was in it.
@@ -169,7 +171,8 @@ def evaluate_model(
         if device is None:
             device = _module_device(model) or "cpu"
         predictor = Predictor(
-            model, device=device, threshold=threshold, batch_size=batch_size, short_side=short_side, max_size=max_size
+            model, device=device, threshold=threshold, batch_size=batch_size, short_side=short_side, max_size=max_size,
+            dedup=dedup,
         )
     try:
         return _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,

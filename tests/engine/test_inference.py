@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from panoptic_detr.engine.inference import (
+    duplicate_queries,
     masks_argmax,
     nearest_indices,
     panoptic_inference,
@@ -305,3 +306,75 @@ def test_banded_argmax_equals_full_upsampling(band_rows):
         subset = torch.tensor([1, 4, 6])
         expected = subset[upsample_masks(masks[subset], (h, w)).argmax(0)]
         assert torch.equal(masks_argmax(masks, (h, w), queries=subset, band_rows=band_rows), expected)
+
+
+# --------------------------------------------------------------------------- dedup
+def test_dedup_drops_a_thing_query_inside_a_better_one():
+    # q0 thing 1 on the left half; q1 thing 1 (lower score) covering the left quarter
+    # only, with higher logits there: without dedup it wins that quarter (two segments
+    # on one object); with dedup it is a duplicate and q0 keeps the whole half.
+    logits = torch.cat([confident(1, 1, 10.0), confident(1, 1, 6.0), confident(2, 1, 9.0)])
+    masks = region_masks(8, 8, [(0, 8, 0, 4), (0, 8, 0, 2), (0, 8, 4, 8)])
+    masks[1, :, :2] = 20.0
+    plain = panoptic_inference(logits, masks, (32, 32), (32, 32), ISTHING, threshold=0.5)
+    assert len(plain.segments_info) == 3
+    out = panoptic_inference(logits, masks, (32, 32), (32, 32), ISTHING, threshold=0.5, dedup=0.5)
+    assert [s["category_id"] for s in out.segments_info] == [1, 2]
+    assert (out.id_map[:, :16] == 1).all() and (out.id_map[:, 16:] == 2).all()
+    # the same overlap with another class is no duplicate (a different object)
+    logits2 = logits.clone()
+    logits2[1] = confident(2, 1, 6.0)[0]
+    out = panoptic_inference(logits2, masks, (32, 32), (32, 32), ISTHING, threshold=0.5, dedup=0.5)
+    assert len(out.segments_info) == 3
+
+
+def test_dedup_fraction_is_of_the_worse_querys_own_mask():
+    # q1 (worse) covers 8 columns; 3 of them (3/8 = 0.375) lie inside q0's mask
+    logits = torch.cat([confident(1, 1, 10.0), confident(1, 1, 6.0)])
+    masks = region_masks(8, 16, [(0, 8, 0, 8), (0, 8, 5, 13)])
+    scores = logits.softmax(-1).max(-1).values
+    labels = torch.tensor([1, 1])
+    things = torch.tensor([True, True])
+    assert duplicate_queries(masks, scores, labels, things, (32, 64), 0.3).tolist() == [False, True]
+    assert duplicate_queries(masks, scores, labels, things, (32, 64), 0.375).tolist() == [False, False]  # strictly above
+    assert duplicate_queries(masks, scores, labels, things, (32, 64), 0.5).tolist() == [False, False]
+    # stuff queries are never duplicates
+    assert not duplicate_queries(masks, scores, labels, torch.tensor([False, False]), (32, 64), 0.1).any()
+
+
+def test_dedup_only_survivors_suppress_and_padding_is_ignored():
+    # q0 best, q1 inside q0 -> duplicate; q2 inside q1 but not inside q0 would be
+    # suppressed only by q1, which is itself gone, so q2 stays.
+    masks = region_masks(8, 16, [(0, 8, 0, 6), (0, 8, 4, 10), (0, 8, 7, 10)])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    labels = torch.tensor([1, 1, 1])
+    things = torch.ones(3, dtype=torch.bool)
+    assert duplicate_queries(masks, scores, labels, things, (32, 64), 0.3).tolist() == [False, True, False]
+    # cells beyond the image (batch padding) do not count: a mask that overlaps q0 only
+    # in the padding is no duplicate
+    # (a 24-px-wide image owns grid columns 0-5; both masks also fill columns 8-15)
+    pad = region_masks(8, 16, [(0, 8, 0, 5), (0, 8, 4, 6)])
+    pad[:, :, 8:] = 10.0
+    # in the image q1 has 2 columns, 1 of them inside q0: 0.5, not above 0.5
+    assert duplicate_queries(pad, scores[:2], labels[:2], things[:2], (32, 24), 0.5).tolist() == [False, False]
+    # counted over the whole padded grid it would be 9 of 10
+    assert duplicate_queries(pad, scores[:2], labels[:2], things[:2], (32, 64), 0.5).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dedup_equals_the_reference_without_the_duplicates(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(12, C + 1, generator=g) * 3
+    masks = torch.randn(12, 10, 12, generator=g) * 4
+    isthing = ISTHING
+    keep, scores, labels = select_queries(logits, 0.3)
+    kept = keep.nonzero().flatten()
+    q_thing = torch.tensor([bool(isthing[l]) if l < len(isthing) else False for l in labels[kept].tolist()])
+    dup = duplicate_queries(masks[kept], scores[kept], labels[kept], q_thing, (40, 45), 0.4)
+    # the same result as the plain algorithm on the outputs with the duplicates turned
+    # into "no object"
+    cleared = logits.clone()
+    cleared[kept[dup]] = confident(C)[0]
+    out = panoptic_inference(logits, masks, (40, 45), (50, 60), isthing, threshold=0.3, dedup=0.4)
+    ref_map, ref_info = reference(cleared, masks, (40, 45), (50, 60), isthing, threshold=0.3)
+    assert_same(out, ref_map, ref_info)

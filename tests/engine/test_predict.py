@@ -283,3 +283,28 @@ def test_predictor_leaves_the_model_alone(model, images):
         a, b = model(x[None]), folded(x[None])
     torch.testing.assert_close(a["pred_logits"], b["pred_logits"], rtol=1e-3, atol=1e-3)
     assert not any("bn" in k for k in folded.state_dict() if k.startswith("detr.backbone"))
+
+
+def test_dedup_cli_equals_api_and_bad_values_are_refused(checkpoint, model, images, tmp_path, capsys):
+    path = tmp_path / "a.png"
+    Image.fromarray(images["a"]).save(path)
+    out = tmp_path / "out"
+    code = main(["predict", str(checkpoint), str(path), "--out", str(out), "--short-side", "64", "--max-size", "128",
+                 "--threshold", "0.3", "--dedup", "0", "--no-overlay", "--quiet"])
+    assert code == 0
+    api = Predictor(model, threshold=0.3, dedup=0.0, **SIZE)(path)
+    np.testing.assert_array_equal(read_png_ids(out / "panoptic" / "a.png"), api.id_map.numpy())
+    # the fast path (masks of the kept queries only) and the full one agree with dedup too
+    full = Predictor(model, threshold=0.3, dedup=0.0, fast_masks=False, **SIZE)(path)
+    assert torch.equal(full.id_map, api.id_map) and full.segments_info == api.segments_info
+    plain = Predictor(model, threshold=0.3, **SIZE)(path)
+    # this model fires several queries of class 3 on overlapping regions: one survives
+    things = lambda out: sorted(s["category_id"] for s in out.segments_info if s["isthing"])  # noqa: E731
+    assert things(plain).count(3) > 1 and things(api).count(3) == 1
+    assert set(things(api)) == set(things(plain))
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), str(path), "--out", str(tmp_path / "o"), "--dedup", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--dedup" in err and "1.5" in err and "Traceback" not in err
+    with pytest.raises(PanopticDetrError, match="dedup"):
+        Predictor(model, dedup=-0.1)

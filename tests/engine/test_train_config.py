@@ -31,6 +31,9 @@ def test_overrides_parse_and_validate():
         load_train_config("tiny", {"stage": "all"})
     with pytest.raises(ConfigError, match="unknown train preset"):
         load_train_config("nope")
+    with pytest.raises(ConfigError, match="eval.dedup"):
+        load_train_config("tiny", {"eval": {"dedup": 1.0}})
+    assert load_train_config("tiny").eval.dedup == 0.5 and load_train_config("r50-panoptic").eval.dedup is None
 
 
 def test_lr_multipliers_make_their_own_optimizer_groups():
