@@ -5,7 +5,8 @@ with auxiliary losses, backward, gradient clipping at 0.1, AdamW (two lr groups)
 Reference: the official DETR code takes about 2.0 s per such step on the project's 2-core
 CPU machines.
 
-    python bench/train_step.py [--steps 5] [--threads N] [--channels-last] [--unfolded] [--compare] [--json]
+    python bench/train_step.py [--steps 5] [--threads N] [--channels-last] [--unfolded] [--compare]
+                               [--torch-dropout] [--official] [--json]
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also time, interleaved, the same step with the official trainer's optimizer "
                          "(torch's default AdamW: a per-tensor loop on CPU), as a same-load reference")
+    ap.add_argument("--torch-dropout", action="store_true",
+                    help="also time, interleaved, the same step with torch's F.dropout and nn.MultiheadAttention "
+                         "(the official code's) instead of the cheap CPU dropout mask")
+    ap.add_argument("--official", action="store_true",
+                    help="also time, interleaved, the step with all of the official code's choices at once: "
+                         "separate frozen BN passes, torch's dropout and attention, default AdamW")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -89,6 +96,7 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
 
     from panoptic_detr.model.backbone import FrozenBatchNorm2d
+    from panoptic_detr.model.dropout import Dropout
 
     frozen_bns = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
 
@@ -97,13 +105,18 @@ def main() -> None:
             m.fold = enabled
 
     # Variants timed interleaved with ours, so that all see the same machine load.
-    # name -> (optimizer, batch norms folded into the convs)
-    variants = {"ours": (optimizer, True)}
+    # name -> (optimizer, batch norms folded into the convs[, the cheap dropout mask])
+    variants = {"ours": (optimizer, True, True)}
     if args.compare:
         variants["official optimizer (default AdamW)"] = (torch.optim.AdamW(
-            param_groups(model, o.lr, o.lr_backbone, o.weight_decay), lr=o.lr, weight_decay=o.weight_decay), True)
+            param_groups(model, o.lr, o.lr_backbone, o.weight_decay), lr=o.lr, weight_decay=o.weight_decay), True, True)
     if args.unfolded:
-        variants["frozen BN as separate passes (official backbone)"] = (optimizer, False)
+        variants["frozen BN as separate passes (official backbone)"] = (optimizer, False, True)
+    if args.torch_dropout:
+        variants["torch's dropout and attention (official)"] = (optimizer, True, False)
+    if args.official:
+        variants["all of the official choices"] = (torch.optim.AdamW(
+            param_groups(model, o.lr, o.lr_backbone, o.weight_decay), lr=o.lr, weight_decay=o.weight_decay), False, False)
 
     def step(opt):
         outputs, indices = step_module(samples, targets)
@@ -118,8 +131,9 @@ def main() -> None:
     times = {name: ([], []) for name in variants}
 
     def timed(name):
-        opt, fold = variants[name]
+        opt, fold, fast_dropout = variants[name]
         set_fold(fold)
+        Dropout.fast = fast_dropout
         t, c = time.perf_counter(), time.process_time()
         step(opt)
         times[name][0].append(time.perf_counter() - t)

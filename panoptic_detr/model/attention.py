@@ -66,6 +66,41 @@ def attention_weights(attn: nn.MultiheadAttention, query: Tensor, key: Tensor,
         return scores.softmax(-1).mean(1)
 
 
+def multihead_attention(attn: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+                        key_padding_mask: Tensor | None = None) -> Tensor:
+    """`attn(query, key, value, key_padding_mask=..., need_weights=False)[0]` for a
+    batch-first `nn.MultiheadAttention` in training, with the attention dropout drawn by
+    `model.dropout.dropout` (the cheap CPU mask; `Transformer` calls this on CPU only).
+
+    Same parameters and the same computation: packed in-projection, scaled dot product,
+    padding keys at -inf, softmax, dropout, weighted sum of the values, out-projection.
+    """
+    from panoptic_detr.model.dropout import dropout
+
+    d, h = attn.embed_dim, attn.num_heads
+    hd = d // h
+    w, bias = attn.in_proj_weight, attn.in_proj_bias
+    b_q = b_k = b_v = None
+    if bias is not None:
+        b_q, b_k, b_v = bias.split(d)
+    if query is key:  # self-attention: one projection for q and k
+        q, k = F.linear(query, w[: 2 * d], None if bias is None else bias[: 2 * d]).chunk(2, dim=-1)
+    else:
+        q = F.linear(query, w[:d], b_q)
+        k = F.linear(key, w[d : 2 * d], b_k)
+    v = F.linear(value, w[2 * d :], b_v)
+    b, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+    q = q.reshape(b, lq, h, hd).transpose(1, 2)
+    k = k.reshape(b, lk, h, hd).transpose(1, 2)
+    v = v.reshape(b, lk, h, hd).transpose(1, 2)
+    scores = (q * hd**-0.5) @ k.transpose(-2, -1)  # [B, h, Lq, Lk]
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+    weights = dropout(scores.softmax(-1), attn.dropout, attn.training)
+    out = (weights @ v).transpose(1, 2).reshape(b, lq, d)
+    return attn.out_proj(out)
+
+
 def _parts(model: nn.Module):
     """(detr, transformer, bbox_attention or None) of a DETR or DETRsegm model."""
     detr = getattr(model, "detr", model)

@@ -18,11 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from panoptic_detr.model.attention import attention_weights
+from panoptic_detr.model.attention import attention_weights, multihead_attention
+from panoptic_detr.model.dropout import Dropout
 
 
 def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
+
+
+def _attend(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+    # Training on CPU with attention dropout: the same attention with a cheaper dropout mask
+    # (model/dropout.py); elsewhere torch's own (fused kernels on GPU, fast path in eval).
+    if attn.training and attn.dropout > 0 and q.device.type == "cpu" and Dropout.fast:
+        return multihead_attention(attn, q, k, v, key_padding_mask)
+    return attn(q, k, v, key_padding_mask=key_padding_mask, need_weights=False)[0]
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -32,16 +41,16 @@ class TransformerEncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
     def forward(self, src: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         q = k = _with_pos(src, pos)
-        attn = self.self_attn(q, k, src, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        attn = _attend(self.self_attn, q, k, src, key_padding_mask)
         if self.recorder is not None:
             self.recorder.encoder.append(attention_weights(self.self_attn, q, k, key_padding_mask))
         src = self.norm1(src + self.dropout1(attn))
@@ -57,23 +66,23 @@ class TransformerDecoderLayer(nn.Module):
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
 
     def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor | None = None,
                 pos: Tensor | None = None, query_pos: Tensor | None = None) -> Tensor:
         q = k = _with_pos(tgt, query_pos)
-        attn = self.self_attn(q, k, tgt, need_weights=False)[0]
+        attn = _attend(self.self_attn, q, k, tgt)
         tgt = self.norm1(tgt + self.dropout1(attn))
 
         q, k = _with_pos(tgt, query_pos), _with_pos(memory, pos)
-        attn = self.multihead_attn(q, k, memory, key_padding_mask=memory_key_padding_mask, need_weights=False)[0]
+        attn = _attend(self.multihead_attn, q, k, memory, memory_key_padding_mask)
         if self.recorder is not None:
             self.recorder.decoder.append(attention_weights(self.multihead_attn, q, k, memory_key_padding_mask))
         tgt = self.norm2(tgt + self.dropout2(attn))
