@@ -63,12 +63,34 @@ def _is_8bit_rgb(data: bytes) -> bool:
     )
 
 
+_STORED_BLOCK = 65535  # the most a stored deflate block holds
+
+
+def _stored_zlib(raw: bytes) -> bytes:
+    """`raw` as a zlib stream of stored (uncompressed) deflate blocks.
+
+    What `zlib.compress(raw, 0)` gives up to block boundaries, about 4x faster: that
+    grows its output buffer step by step and runs zlib's adler32; here the output is
+    joined once and the checksum is libdeflate's (libspng verifies it).
+    """
+    view = memoryview(raw)
+    n = len(raw)
+    parts = [b"\x78\x01"]  # deflate, 32K window, no dictionary, "fastest" level
+    for start in range(0, n, _STORED_BLOCK) if n else (0,):
+        size = min(_STORED_BLOCK, n - start)
+        final = start + _STORED_BLOCK >= n
+        parts.append(bytes((1 if final else 0,)) + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little"))
+        parts.append(view[start : start + size])
+    parts.append((deflate.adler32(raw) if deflate is not None else zlib.adler32(raw)).to_bytes(4, "big"))
+    return b"".join(parts)
+
+
 def _with_stored_idat(data: bytes) -> bytes | None:
     """The same PNG with its image data inflated by libdeflate and stored uncompressed.
 
     Panoptic PNGs are mostly flat colour and compress ~400:1, so zlib's inflate is most of
     libspng's decoding time; libdeflate inflates such a 640x480 file in ~0.1 ms, and libspng
-    then only copies stored blocks and unfilters: ~1.1 ms for the read instead of ~1.8 ms.
+    then only copies stored blocks and unfilters.
     None when the file is not a plain non-interlaced 8-bit RGB(A) PNG or is damaged (the
     caller then decodes the original bytes, and reports errors as before).
     """
@@ -91,7 +113,7 @@ def _with_stored_idat(data: bytes) -> bytes | None:
         return None
     if len(raw) != expected:
         return None
-    stored = zlib.compress(raw, 0)
+    stored = _stored_zlib(raw)
     # libspng does not check chunk CRCs (see the module docstring): zeros are fine here.
     return b"".join((data[:33], len(stored).to_bytes(4, "big"), b"IDAT", stored, b"\x00\x00\x00\x00", _IEND))
 

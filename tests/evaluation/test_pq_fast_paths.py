@@ -196,3 +196,44 @@ def test_libdeflate_path_gives_the_same_pixels_with_split_image_data(tmp_path):
     bad[start + 8 + length // 2] ^= 0xFF
     assert png_decode._with_stored_idat(bytes(bad)) is None
 
+
+
+def test_worker_processes_equal_in_process_scoring_and_report_errors(synthetic_set, monkeypatch, tmp_path):
+    """Forked worker processes (what large sets use) give the in-process numbers exactly,
+    keep the chosen decoder, and a bad file in a worker is the same one-line DataError."""
+    if pq._fork_context() is None:
+        pytest.skip("no fork on this platform: pq_compute uses threads")
+    monkeypatch.setattr(pq, "MIN_IMAGES_PER_PROCESS", 1)
+    calls = []
+    real_pool = pq._fork_context().Pool
+
+    class CountingContext:
+        def Pool(self, n):  # noqa: N802 - multiprocessing's name
+            calls.append(n)
+            return real_pool(n)
+
+    monkeypatch.setattr(pq, "_fork_context", lambda: CountingContext())
+    one = pq_compute(*synthetic_set, workers=1)
+    assert calls == []
+    assert pq_compute(*synthetic_set, workers=2) == one
+    assert calls == [2]
+    monkeypatch.setattr(png_decode, "BACKEND", "pil")  # inherited by the forked workers
+    assert pq_compute(*synthetic_set, workers=2) == one
+    gt_json, gt_dir, pred_json, pred_dir = synthetic_set
+    pred = json.loads(Path(pred_json).read_text())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for ann in pred["annotations"]:
+        (broken / ann["file_name"]).write_bytes((Path(pred_dir) / ann["file_name"]).read_bytes())
+    last = pred["annotations"][-1]
+    (broken / last["file_name"]).write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{last['file_name']}.*cannot read the PNG"):
+        pq_compute(gt_json, gt_dir, pred, broken, workers=2)
+    assert pq._JOB is None  # nothing of the job kept in the parent
+
+
+def test_stored_zlib_stream_round_trips():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 65535, 65536, 3 * 65535 + 7):
+        raw = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert zlib.decompress(png_decode._stored_zlib(raw)) == raw
