@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--decoder", choices=("auto", "pil"), default="auto", help="pil: as without pyspng installed")
     args = ap.parse_args(argv)
+    from panoptic_detr.utils.malloc import tune_malloc
+
+    tune_malloc()  # as the CLI does: freed buffers stay on the heap (no page faults per PNG)
     if args.decoder == "pil":
         png_decode.BACKEND = "pil"
     have_spng = png_decode.pyspng is not None

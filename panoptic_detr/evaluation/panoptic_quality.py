@@ -31,8 +31,6 @@ one-line `DataError` naming the file, the image id and the segment id.
 from __future__ import annotations
 
 import os
-import threading
-import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from panoptic_detr.errors import DataError
+from panoptic_detr.evaluation.forked_map import fork_available, forked_map
 from panoptic_detr.evaluation.png_decode import read_packed_rgb
 
 VOID = 0
@@ -469,38 +468,9 @@ def pq_from_stats(stat: PQStat, categories: Mapping[int, Mapping]) -> dict:
 
 
 # ----------------------------------------------------------------------------- entry point
-#: Worker processes only pay off from this many images per worker (starting a forked
-#: worker costs ~10-20 ms; an image ~4 ms); fewer images are scored in threads.
+#: Worker processes only pay off from this many images per worker (a fork costs a few
+#: ms; an image ~3 ms); fewer images are scored in threads.
 MIN_IMAGES_PER_PROCESS = 24
-_JOB: tuple | None = None  # what forked workers score: set only while the pool starts
-_JOB_LOCK = threading.Lock()
-
-
-def _fork_context():
-    """The "fork" multiprocessing context where the platform has it and it is safe, else None.
-
-    Forking is cheap (the workers inherit the loaded JSONs and modules), and the workers
-    only run numpy and the PNG decoders. Not where fork is unavailable (Windows, and
-    macOS's default), nor under PANOPTIC_DETR_PQ_THREADS=1.
-    """
-    import multiprocessing
-
-    if os.environ.get("PANOPTIC_DETR_PQ_THREADS") or "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    import sys
-
-    if sys.platform == "darwin":
-        return None
-    return multiprocessing.get_context("fork")
-
-
-def _score_chunk(bounds: tuple[int, int]) -> list[list[tuple[int, int, int, int, float]]]:
-    """In a forked worker: the events of images [start, stop) of the inherited job."""
-    pairs, gt_dir, pred_dir, cats, gt_name, pred_name, check_gt = _JOB  # type: ignore[misc]
-    return [
-        image_pq_stats(g, p, gt_dir, pred_dir, cats, gt_name, pred_name, check_gt)
-        for g, p in pairs[bounds[0] : bounds[1]]
-    ]
 
 
 def pq_compute(
@@ -567,51 +537,34 @@ def pq_compute(
     # more than one image per (two pyspng decodes + the Python part), ~4.5 ms at 640x480;
     # PIL's decoding runs in parallel. By single-thread timings, PIL overtakes pyspng
     # from three busy cores on; up to two, pyspng is as fast and needs half the CPU.
-    job = (pairs, gt_dir, pred_dir, cats, gt_name, pred_name, check_gt)
-    context = _fork_context() if workers > 1 and len(pairs) >= MIN_IMAGES_PER_PROCESS * workers else None
+    def one(pair, release_gil=False):
+        return image_pq_stats(
+            pair[0], pair[1], gt_dir, pred_dir, cats, gt_name, pred_name, check_gt, release_gil=release_gil
+        )
+
+    def advance(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
     pool = None
-    if context is not None:
-        # Forked workers inherit `job` (nothing is pickled but the events coming back) and
-        # decode with pyspng in parallel, which threads cannot (it holds the GIL).
-        global _JOB
-        with _JOB_LOCK:
-            _JOB = job
-            try:
-                with warnings.catch_warnings():
-                    # Python >= 3.12 warns on fork in a process with threads; the workers
-                    # run no thread pools (numpy and the PNG decoders only)
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    pool = context.Pool(workers)
-            finally:
-                _JOB = None
-        chunk = max(1, min(8, len(pairs) // (4 * workers)))  # small: no long tail on one worker
-        starts = range(0, len(pairs), chunk)
-        chunks = pool.imap(_score_chunk, [(i, min(i + chunk, len(pairs))) for i in starts])
-        it = (events for chunk_events in chunks for events in chunk_events)
-    else:
-        release_gil = workers > 2 and len(pairs) > 2
-
-        def one(pair):
-            return image_pq_stats(
-                pair[0], pair[1], gt_dir, pred_dir, cats, gt_name, pred_name, check_gt, release_gil=release_gil
-            )
-
-        if workers == 1 or len(pairs) < 2:
-            it = map(one, pairs)
-        else:
-            pool = ThreadPoolExecutor(max_workers=workers)
-            it = pool.map(one, pairs)
     try:
-        for events in it:  # accumulate in image order: deterministic sums
+        if workers > 1 and len(pairs) >= MIN_IMAGES_PER_PROCESS * workers and fork_available():
+            # forked processes decode with pyspng in parallel, which threads cannot (it
+            # holds the GIL); they inherit everything, only the events come back
+            per_image = forked_map(one, pairs, workers, on_result=advance)
+        elif workers == 1 or len(pairs) < 2:
+            per_image = map(one, pairs)
+        else:
+            release_gil = workers > 2 and len(pairs) > 2
+            pool = ThreadPoolExecutor(max_workers=workers)
+            per_image = pool.map(lambda pair: one(pair, release_gil), pairs)
+        for events in per_image:  # accumulate in image order: deterministic sums
             stat.add(events)
-            if bar is not None:
-                bar.update(1)
+            if not isinstance(per_image, list):  # forked_map reports its own progress
+                advance(1)
     finally:
-        if isinstance(pool, ThreadPoolExecutor):
+        if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        elif pool is not None:
-            pool.terminate()
-            pool.join()
         if bar is not None:
             bar.close()
 

@@ -66,23 +66,28 @@ def _is_8bit_rgb(data: bytes) -> bool:
 _STORED_BLOCK = 65535  # the most a stored deflate block holds
 
 
-def _stored_zlib(raw: bytes) -> bytes:
-    """`raw` as a zlib stream of stored (uncompressed) deflate blocks.
+def _stored_zlib_parts(raw: bytes) -> list:
+    """`raw` as the pieces of a zlib stream of stored (uncompressed) deflate blocks.
 
-    What `zlib.compress(raw, 0)` gives up to block boundaries, about 4x faster: that
-    grows its output buffer step by step and runs zlib's adler32; here the output is
-    joined once and the checksum is libdeflate's (libspng verifies it).
+    Joined, what `zlib.compress(raw, 0)` gives up to block boundaries, about 4x faster:
+    that grows its output buffer step by step and runs zlib's adler32; here the caller
+    joins once and the checksum is libdeflate's (libspng verifies it).
     """
     view = memoryview(raw)
     n = len(raw)
-    parts = [b"\x78\x01"]  # deflate, 32K window, no dictionary, "fastest" level
+    parts: list = [b"\x78\x01"]  # deflate, 32K window, no dictionary, "fastest" level
     for start in range(0, n, _STORED_BLOCK) if n else (0,):
         size = min(_STORED_BLOCK, n - start)
         final = start + _STORED_BLOCK >= n
         parts.append(bytes((1 if final else 0,)) + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little"))
         parts.append(view[start : start + size])
     parts.append((deflate.adler32(raw) if deflate is not None else zlib.adler32(raw)).to_bytes(4, "big"))
-    return b"".join(parts)
+    return parts
+
+
+def _stored_zlib(raw: bytes) -> bytes:
+    """`raw` as one zlib stream of stored deflate blocks (see `_stored_zlib_parts`)."""
+    return b"".join(_stored_zlib_parts(raw))
 
 
 def _with_stored_idat(data: bytes) -> bytes | None:
@@ -113,9 +118,11 @@ def _with_stored_idat(data: bytes) -> bytes | None:
         return None
     if len(raw) != expected:
         return None
-    stored = _stored_zlib(raw)
-    # libspng does not check chunk CRCs (see the module docstring): zeros are fine here.
-    return b"".join((data[:33], len(stored).to_bytes(4, "big"), b"IDAT", stored, b"\x00\x00\x00\x00", _IEND))
+    stored = _stored_zlib_parts(raw)
+    size = sum(len(part) for part in stored)
+    # one copy of the pixels into the new file; libspng does not check chunk CRCs (see
+    # the module docstring): zeros are fine here.
+    return b"".join([data[:33], size.to_bytes(4, "big"), b"IDAT", *stored, b"\x00\x00\x00\x00", _IEND])
 
 
 def read_packed_rgb(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -19,6 +20,7 @@ import pq_synthetic as synth
 from panoptic_detr.errors import DataError
 from panoptic_detr.evaluation import png_decode
 from panoptic_detr.evaluation import panoptic_quality as pq
+from panoptic_detr.evaluation.forked_map import fork_available, forked_map
 from panoptic_detr.evaluation.panoptic_quality import OFFSET, _pair_counts, pq_compute
 
 
@@ -201,22 +203,21 @@ def test_libdeflate_path_gives_the_same_pixels_with_split_image_data(tmp_path):
 def test_worker_processes_equal_in_process_scoring_and_report_errors(synthetic_set, monkeypatch, tmp_path):
     """Forked worker processes (what large sets use) give the in-process numbers exactly,
     keep the chosen decoder, and a bad file in a worker is the same one-line DataError."""
-    if pq._fork_context() is None:
+    if not fork_available():
         pytest.skip("no fork on this platform: pq_compute uses threads")
     monkeypatch.setattr(pq, "MIN_IMAGES_PER_PROCESS", 1)
     calls = []
-    real_pool = pq._fork_context().Pool
 
-    class CountingContext:
-        def Pool(self, n):  # noqa: N802 - multiprocessing's name
-            calls.append(n)
-            return real_pool(n)
+    def spy(fn, items, workers, on_result=None):
+        calls.append(workers)
+        return forked_map(fn, items, workers, on_result)
 
-    monkeypatch.setattr(pq, "_fork_context", lambda: CountingContext())
+    monkeypatch.setattr(pq, "forked_map", spy)
     one = pq_compute(*synthetic_set, workers=1)
     assert calls == []
     assert pq_compute(*synthetic_set, workers=2) == one
-    assert calls == [2]
+    assert pq_compute(*synthetic_set, workers=3, progress=True) == one
+    assert calls == [2, 3]
     monkeypatch.setattr(png_decode, "BACKEND", "pil")  # inherited by the forked workers
     assert pq_compute(*synthetic_set, workers=2) == one
     gt_json, gt_dir, pred_json, pred_dir = synthetic_set
@@ -225,11 +226,39 @@ def test_worker_processes_equal_in_process_scoring_and_report_errors(synthetic_s
     broken.mkdir()
     for ann in pred["annotations"]:
         (broken / ann["file_name"]).write_bytes((Path(pred_dir) / ann["file_name"]).read_bytes())
-    last = pred["annotations"][-1]
+    last = pred["annotations"][-1]  # scored by a child with 2 workers and 6 images
     (broken / last["file_name"]).write_bytes(b"not a png")
     with pytest.raises(DataError, match=f"{last['file_name']}.*cannot read the PNG"):
         pq_compute(gt_json, gt_dir, pred, broken, workers=2)
-    assert pq._JOB is None  # nothing of the job kept in the parent
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("no")
+
+
+def _square_or_fail(x):
+    if x == "bad":
+        raise _Unpicklable("item bad")
+    if x == "data":
+        raise DataError("file.png: broken")
+    return x * x
+
+
+@pytest.mark.skipif(not fork_available(), reason="no fork on this platform")
+def test_forked_map_order_progress_and_errors():
+    seen = []
+    assert forked_map(_square_or_fail, list(range(11)), 3, on_result=seen.append) == [i * i for i in range(11)]
+    assert sum(seen) == 11
+    assert forked_map(_square_or_fail, [2], 4) == [4]  # more workers than items
+    with pytest.raises(DataError, match="file.png: broken"):  # from a child (item 1 of 2 workers)
+        forked_map(_square_or_fail, [1, "data", 3, 4], 2)
+    with pytest.raises(RuntimeError, match="item bad"):  # cannot be pickled: its text comes back
+        forked_map(_square_or_fail, [1, "bad"], 2)
+    with pytest.raises(DataError):  # in the parent's own share: the children are stopped and reaped
+        forked_map(_square_or_fail, ["data", 1, 2, 3], 2)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind
 
 
 def test_stored_zlib_stream_round_trips():
