@@ -2,7 +2,7 @@
 
 `F.dropout` draws its mask with `bernoulli_`, one generator call and one float compare
 per element: on the r50 training step on CPU that was 5-10% of the whole step (measured
-with torch.profiler; `bench/train_step.py --compare` times the official dropout against
+with torch.profiler; `bench/train_step.py --torch-dropout` times the official dropout against
 this one). Here one 64-bit draw gives four 16-bit lanes, and an element is kept when its
 lane is at or above a threshold: a quarter of the generator calls and an integer compare.
 
