@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 import panopticapi_reference as reference  # noqa: E402
 import pq_synthetic as synth  # noqa: E402
-from panoptic_detr.evaluation import png_decode  # noqa: E402
+from panoptic_detr.data.formats import png_decode  # noqa: E402
 from panoptic_detr.evaluation.panoptic_quality import _read_packed, pq_compute  # noqa: E402
 
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         for path, what in ((args.checkpoint, "checkpoint"), (args.dataset, "dataset folder")):
             if not Path(path).exists():
                 raise PanopticDetrError(f"{path}: {what} not found")
-        from panoptic_detr.engine.predict import check_dedup
+        from panoptic_detr.engine.inference import check_dedup
         from panoptic_detr.evaluation.evaluate import evaluate_model
 
         metrics = evaluate_model(

@@ -46,7 +46,7 @@ def configure(p):
 def run(args):
     from panoptic_detr.commands.explain_queries import check_common, load
     from panoptic_detr.engine.explain import explain_to_folder
-    from panoptic_detr.engine.predict import check_dedup
+    from panoptic_detr.engine.inference import check_dedup
     from panoptic_detr.errors import PanopticDetrError
 
     check_common(args)

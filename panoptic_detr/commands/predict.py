@@ -25,7 +25,8 @@ def configure(p):
 def run(args):
     import sys
 
-    from panoptic_detr.engine.predict import Predictor, check_dedup, keep_freed_memory, predict_paths
+    from panoptic_detr.engine.inference import check_dedup
+    from panoptic_detr.engine.predict import Predictor, keep_freed_memory, predict_paths
     from panoptic_detr.errors import PanopticDetrError
 
     if args.batch_size < 1:

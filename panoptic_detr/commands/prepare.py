@@ -55,7 +55,7 @@ def run(args) -> int:
     if args.teacher_threshold is not None:
         teacher_options["threshold"] = args.teacher_threshold
     if args.teacher_dedup is not None:
-        from panoptic_detr.engine.predict import check_dedup
+        from panoptic_detr.engine.inference import check_dedup
 
         teacher_options["dedup"] = check_dedup(args.teacher_dedup, "--teacher-dedup")
     summary = prepare(

@@ -135,3 +135,23 @@ def coco_panoptic_categories() -> CategoryList:
         json.loads((RESOURCES / "panoptic_coco_categories.json").read_text()),
         where="panoptic_coco_categories.json",
     )
+
+
+def official_categories(num_classes: int) -> CategoryList | None:
+    """The categories of an official COCO checkpoint by its class count (250: COCO
+    panoptic, 91: COCO detection), else None."""
+    if num_classes == 250:
+        return coco_panoptic_categories()
+    if num_classes == 91:
+        return CategoryList(c for c in coco_panoptic_categories() if c.isthing)
+    return None
+
+
+def default_categories(num_classes: int) -> CategoryList:
+    """Categories for a model whose checkpoint carries none: the official COCO lists for
+    their class counts, otherwise `class_<i>` for i in 1..num_classes-1, all things (no
+    stuff merging)."""
+    official = official_categories(num_classes)
+    if official is not None:
+        return official
+    return CategoryList(Category(i, f"class_{i}", True, default_color(i)) for i in range(1, num_classes))

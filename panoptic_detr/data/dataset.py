@@ -16,19 +16,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.data.formats.coco_panoptic import read_id_png
 from panoptic_detr.data.image_io import load_image
+from panoptic_detr.data.prepared import PreparedDataset
 from panoptic_detr.errors import DataError
 from panoptic_detr.utils.box_ops import masks_to_boxes
 from panoptic_detr.utils.io import read_json
-
-
-def _rgb2id(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 class PanopticDataset(torch.utils.data.Dataset):
@@ -41,16 +37,15 @@ class PanopticDataset(torch.utils.data.Dataset):
     ):
         self.root = Path(root)
         self.split = split
+        self.files = PreparedDataset(root).split(split).require()
         self.transforms = transforms
-        ann_path = self.root / "annotations" / f"panoptic_{split}.json"
-        if not ann_path.exists():
-            raise DataError(f"{ann_path}: not found (is {self.root} a prepared dataset with a '{split}' split?)")
+        ann_path = self.files.panoptic_json
         data = read_json(ann_path)
         if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
             raise DataError(f"{ann_path}: not a COCO panoptic JSON (needs 'images' and 'annotations')")
         self.ann_path = ann_path
         if categories is None:
-            cat_path = self.root / "categories.json"
+            cat_path = PreparedDataset(root).categories_json
             if cat_path.exists():
                 categories = CategoryList.load(cat_path)
             elif "categories" in data:
@@ -80,21 +75,15 @@ class PanopticDataset(torch.utils.data.Dataset):
         return len(self.items)
 
     def image_path(self, index: int) -> Path:
-        return self.root / "images" / self.split / self.items[index][0]["file_name"]
+        return self.files.images_dir / self.items[index][0]["file_name"]
 
     def load(self, index: int) -> tuple[Tensor, dict]:
-        """The untransformed image (float [3, H, W] in [0, 1]) and target (xyxy pixel boxes)."""
+        """The untransformed image (float [3, H, W], pixel values 0..255) and target (xyxy pixel boxes)."""
         img_info, ann = self.items[index]
         img_path = self.image_path(index)
-        png_path = self.root / "panoptic" / self.split / ann["file_name"]
+        png_path = self.files.panoptic_dir / ann["file_name"]
         image = load_image(img_path)
-        try:
-            with Image.open(png_path) as p:
-                ids = _rgb2id(np.asarray(p.convert("RGB")))
-        except FileNotFoundError:
-            raise DataError(f"{png_path}: panoptic PNG not found (image {img_info['id']!r})") from None
-        except OSError as e:
-            raise DataError(f"{png_path}: cannot read panoptic PNG: {e}") from None
+        ids = read_id_png(png_path, f"{png_path} (image {img_info['id']!r})")
         h, w = image.shape[:2]
         if ids.shape != (h, w):
             raise DataError(f"{png_path}: size {ids.shape[1]}x{ids.shape[0]} differs from image {img_path.name} ({w}x{h})")
@@ -116,7 +105,7 @@ class PanopticDataset(torch.utils.data.Dataset):
         target["orig_size"] = torch.tensor([h, w])
         target["size"] = torch.tensor([h, w])
         arr = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        return arr.float().div_(255), target
+        return arr.float(), target
 
     def __getitem__(self, key: int | tuple[int, int]):
         index, seed = (key if isinstance(key, (tuple, list)) else (key, None))

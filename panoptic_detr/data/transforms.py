@@ -1,7 +1,7 @@
 """DETR augmentations transforming an image, its boxes and its masks together.
 
 Every transform is a callable `t(image, target, rng) -> (image, target)`:
-- `image`: float tensor [3, H, W] (values in [0, 1] before `Normalize`);
+- `image`: float tensor [3, H, W] (pixel values 0..255 before `Normalize`);
 - `target`: dict with `boxes` (float [N, 4], xyxy in pixels until `Normalize`), `masks`
   (bool [N, H, W], optional), `labels` (int64 [N]) and any per-object tensors of length N
   listed in `PER_OBJECT_KEYS`, plus `size` (the current (h, w));
@@ -12,6 +12,11 @@ Every transform is a callable `t(image, target, rng) -> (image, target)`:
 `Normalize` ends a pipeline: it drops objects whose mask became empty, recomputes boxes
 from masks (so boxes and masks always agree), and turns boxes into (cx, cy, w, h)
 normalised by the image size, as DETR's losses expect.
+
+Sizes and normalisation follow `data.preprocess` (DETR's truncating size rule, one
+normalisation formula). The evaluation pipeline (`eval_transforms`) resizes the image
+exactly as `Predictor` does (`preprocess_image`), so validation losses and PQ see the
+same network input.
 """
 
 from __future__ import annotations
@@ -23,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from panoptic_detr.data.preprocess import normalize, preprocess_image, resize_shape
 from panoptic_detr.utils.box_ops import box_xyxy_to_cxcywh, masks_to_boxes
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PER_OBJECT_KEYS = ("boxes", "masks", "labels", "iscrowd", "area", "segment_ids")
 
 Transform = Callable[[Tensor, dict, np.random.Generator], tuple[Tensor, dict]]
@@ -52,26 +56,22 @@ def hflip(image: Tensor, target: dict) -> tuple[Tensor, dict]:
     return image, target
 
 
-def get_size(h: int, w: int, size: int, max_size: int | None = None) -> tuple[int, int]:
-    """(new_h, new_w) with the shorter side `size`, reduced so the longer is <= max_size."""
-    short, long = min(h, w), max(h, w)
-    if max_size is not None and long * size / short > max_size:
-        size = int(round(max_size * short / long))
-    if w <= h:
-        return int(round(size * h / w)), size
-    return size, int(round(size * w / h))
-
-
 def resize(image: Tensor, target: dict | None, size: int | tuple[int, int], max_size: int | None = None):
     """Resize so the shorter side is `size` (or to exactly (h, w) when a tuple)."""
     h, w = image.shape[-2:]
-    new_h, new_w = size if isinstance(size, (tuple, list)) else get_size(h, w, size, max_size)
+    new_h, new_w = size if isinstance(size, (tuple, list)) else resize_shape(h, w, size, max_size)
     if (new_h, new_w) != (h, w):
         image = F.interpolate(
             image[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
         )[0]
+    return image, resize_target(target, (h, w), (new_h, new_w))
+
+
+def resize_target(target: dict | None, old_size: tuple[int, int], new_size: tuple[int, int]) -> dict | None:
+    """Boxes, areas and masks of `target` scaled from `old_size` to `new_size` (h, w)."""
     if target is None:
-        return image, None
+        return None
+    (h, w), (new_h, new_w) = old_size, new_size
     target = dict(target)
     sx, sy = new_w / w, new_h / h
     if "boxes" in target:
@@ -85,7 +85,7 @@ def resize(image: Tensor, target: dict | None, size: int | tuple[int, int], max_
         else:
             target["masks"] = F.interpolate(m[:, None].float(), size=(new_h, new_w), mode="nearest")[:, 0] > 0.5
     target["size"] = torch.tensor([new_h, new_w])
-    return image, target
+    return target
 
 
 def crop(image: Tensor, target: dict, top: int, left: int, height: int, width: int):
@@ -189,45 +189,51 @@ class RandomSelect:
         return f"RandomSelect({self.first!r}, {self.second!r}, p={self.p})"
 
 
-class Normalize:
-    """Mean/std normalisation; finalises the target (see the module docstring)."""
+def finalize_target(target: dict | None, size: tuple[int, int]) -> dict | None:
+    """Drop objects whose mask is empty, boxes from masks, boxes as normalised cxcywh."""
+    if target is None:
+        return None
+    target = dict(target)
+    h, w = size
+    target["size"] = torch.tensor([h, w])
+    if "masks" in target:
+        keep = target["masks"].flatten(1).any(1)
+        if not bool(keep.all()):
+            target = _select(target, keep)
+        target["boxes"] = masks_to_boxes(target["masks"])
+    if "boxes" in target:
+        b = box_xyxy_to_cxcywh(target["boxes"].float())
+        target["boxes"] = b / torch.tensor([w, h, w, h], dtype=torch.float32)
+    return target
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
+
+class Normalize:
+    """ImageNet normalisation (`data.preprocess.normalize`); finalises the target."""
 
     def __call__(self, image, target, rng=None):
-        image = (image - self.mean) / self.std
-        if target is None:
-            return image, None
-        target = dict(target)
-        h, w = image.shape[-2:]
-        target["size"] = torch.tensor([h, w])
-        if "masks" in target:
-            keep = target["masks"].flatten(1).any(1)
-            if not bool(keep.all()):
-                target = _select(target, keep)
-            target["boxes"] = masks_to_boxes(target["masks"])
-        if "boxes" in target:
-            b = box_xyxy_to_cxcywh(target["boxes"].float())
-            target["boxes"] = b / torch.tensor([w, h, w, h], dtype=torch.float32)
-        return image, target
+        image = normalize(image)
+        return image, finalize_target(target, tuple(image.shape[-2:]))
 
     def __repr__(self) -> str:
         return "Normalize()"
 
 
-class Resize:
-    """Deterministic shorter-side resize (evaluation)."""
+class EvalPreprocess:
+    """Evaluation: the `Predictor`'s own resize and normalisation (`preprocess_image`) of
+    the image, the target resized to the same size; ends the pipeline as `Normalize`."""
 
-    def __init__(self, size: int, max_size: int | None = None):
+    def __init__(self, size: int = 800, max_size: int | None = 1333):
         self.size, self.max_size = size, max_size
 
-    def __call__(self, image, target, rng=None):
-        return resize(image, target, self.size, self.max_size)
+    def __call__(self, image, target=None, rng=None):
+        h, w = image.shape[-2:]
+        pixels = image.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        x, _ = preprocess_image(pixels, self.size, self.max_size)
+        new_size = tuple(x.shape[-2:])
+        return x, finalize_target(resize_target(target, (h, w), new_size), new_size)
 
     def __repr__(self) -> str:
-        return f"Resize({self.size}, max_size={self.max_size})"
+        return f"EvalPreprocess({self.size}, max_size={self.max_size})"
 
 
 DETR_SCALES = tuple(range(480, 801, 32))
@@ -260,5 +266,6 @@ def train_transforms(
     )
 
 
-def eval_transforms(size: int = 800, max_size: int = 1333) -> Compose:
-    return Compose([Resize(size, max_size), Normalize()])
+def eval_transforms(size: int = 800, max_size: int | None = 1333) -> Compose:
+    """The evaluation transform: identical network inputs to `Predictor`'s."""
+    return Compose([EvalPreprocess(size, max_size)])

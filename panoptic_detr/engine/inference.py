@@ -52,24 +52,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-MaskSource = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+from panoptic_detr.data.preprocess import nearest_indices
 
 __all__ = [
     "PanopticOutput",
     "panoptic_inference",
     "select_queries",
-    "nearest_indices",
-    "resize_nearest",
     "upsample_masks",
     "masks_argmax",
     "segment_boxes",
     "duplicate_queries",
+    "check_dedup",
 ]
 
 
@@ -103,32 +102,6 @@ def select_queries(logits: torch.Tensor, threshold: float = 0.85) -> tuple[torch
     scores, labels = probs.max(-1)
     keep = labels.ne(logits.shape[-1] - 1) & (scores > threshold)
     return keep, scores, labels
-
-
-def nearest_indices(out_size: int, in_size: int, device=None) -> torch.Tensor:
-    """Source index of every output index for a nearest resize in_size -> out_size.
-
-    Pixel-centre convention, index = floor((i + 0.5) * in / out), computed exactly as
-    PIL's NEAREST resize does (a float64 position accumulated step by step, truncated),
-    so that the maps equal those of the official code, which resized with PIL.
-    """
-    scale = in_size / out_size
-    steps = np.full(out_size, scale, dtype=np.float64)
-    steps[0] = scale * 0.5
-    pos = np.add.accumulate(steps)  # sequential sums, as PIL's loop
-    idx = np.clip(pos.astype(np.int64), 0, in_size - 1)
-    return torch.from_numpy(idx).to(device)
-
-
-def resize_nearest(id_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest resize of an integer map [h, w] to `size` (H, W), PIL NEAREST geometry."""
-    H, W = int(size[0]), int(size[1])
-    h, w = id_map.shape[-2:]
-    if (h, w) == (H, W):
-        return id_map
-    rows = nearest_indices(H, h, id_map.device)
-    cols = nearest_indices(W, w, id_map.device)
-    return id_map.index_select(-2, rows).index_select(-1, cols)
 
 
 def _image_cells(masks: torch.Tensor, processed_size: Sequence[int], stride: int) -> tuple[int, int, int, int]:
@@ -262,6 +235,18 @@ def duplicate_queries(
     return dup
 
 
+def check_dedup(dedup: float | None, name: str = "dedup") -> float | None:
+    """`dedup` as a float in [0, 1), or None (off); a one-line error otherwise."""
+    from panoptic_detr.errors import PanopticDetrError
+
+    if dedup is None:
+        return None
+    value = float(dedup)
+    if not 0.0 <= value < 1.0:
+        raise PanopticDetrError(f"{name} must be in [0, 1) (a fraction of a mask), got {dedup}")
+    return value
+
+
 def _isthing_tensor(isthing, device) -> torch.Tensor:
     if isinstance(isthing, torch.Tensor):
         return isthing.to(device=device, dtype=torch.bool)
@@ -270,7 +255,7 @@ def _isthing_tensor(isthing, device) -> torch.Tensor:
 
 def panoptic_inference(
     logits: torch.Tensor,
-    masks: MaskSource,
+    masks: torch.Tensor,
     processed_size: Sequence[int],
     original_size: Sequence[int],
     isthing,
@@ -282,9 +267,10 @@ def panoptic_inference(
     """The panoptic map of one image from its DETR outputs (see the module docstring).
 
     logits: [Q, C+1] class logits (last = "no object").
-    masks: mask logits [Q, gh, gw] on the (padded) stride-`mask_stride` grid, or a
-        callable `(query_index LongTensor[k]) -> [k, gh, gw]` giving them for the kept
-        queries only (called at most once, and not at all when nothing is kept).
+    masks: mask logits on the (padded) stride-`mask_stride` grid, either of every query
+        [Q, gh, gw] or of the kept queries only [k, gh, gw], in query order (k = the
+        number of queries `select_queries` keeps at `threshold`; the fast path computes
+        only those with `model.masks_for_queries`).
     processed_size: (h, w) of the image as the network saw it, without batch padding.
     original_size: (H, W) of the output map.
     isthing: bool per class index (tensor or sequence); indices beyond it count as stuff.
@@ -304,9 +290,12 @@ def panoptic_inference(
     if k == 0:
         return void
 
-    raw = masks(query_index) if callable(masks) else masks[query_index]
-    if raw.shape[0] != k:
-        raise ValueError(f"mask source returned {raw.shape[0]} masks for {k} queries")
+    if masks.shape[0] == logits.shape[0]:
+        raw = masks[query_index]
+    elif masks.shape[0] == k:
+        raw = masks
+    else:
+        raise ValueError(f"{masks.shape[0]} masks for {logits.shape[0]} queries of which {k} are kept")
     device = raw.device
     q_scores = scores[query_index].to(device)
     q_labels = labels[query_index].to(device)
@@ -321,8 +310,8 @@ def panoptic_inference(
     q_segment = torch.where(q_thing, torch.arange(k, device=device), first_of_class)
 
     # every processed pixel stands for rcount[i] * ccount[j] original pixels
-    rows = nearest_indices(H, h, device)
-    cols = nearest_indices(W, w, device)
+    rows = torch.from_numpy(nearest_indices(H, h)).to(device)
+    cols = torch.from_numpy(nearest_indices(W, w)).to(device)
     pixel_weight = (
         torch.bincount(rows, minlength=h)[:, None] * torch.bincount(cols, minlength=w)[None, :]
     ).flatten()

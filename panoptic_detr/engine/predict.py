@@ -46,16 +46,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 __all__ = ["Predictor", "fold_batchnorm", "keep_freed_memory", "resize_shape", "default_categories", "save_panoptic_png", "predict_paths", "PredictReport"]
 
 
-def check_dedup(dedup: float | None, name: str = "dedup") -> float | None:
-    """`dedup` as a float in [0, 1), or None (off); a clear error otherwise."""
-    if dedup is None:
-        return None
-    value = float(dedup)
-    if not 0.0 <= value < 1.0:
-        raise PanopticDetrError(f"{name} must be in [0, 1) (a fraction of a mask), got {dedup}")
-    return value
-
-
 def resize_shape(height: int, width: int, short_side: int = 800, max_size: int | None = 1333) -> tuple[int, int]:
     """(h, w) of DETR's evaluation resize: short side to `short_side`, long side <= `max_size`."""
     size = float(short_side)

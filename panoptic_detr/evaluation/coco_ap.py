@@ -105,7 +105,8 @@ def panoptic_to_coco_results(
 ) -> tuple[list[dict], list[dict]]:
     """Detections from COCO-panoptic prediction files (JSON path or dict + PNG folder).
     `image_ids` maps the predictions' image ids to the detections' (others are skipped)."""
-    from panoptic_detr.evaluation.panoptic_quality import load_panoptic_json, read_id_png
+    from panoptic_detr.data.formats.coco_panoptic import read_id_png
+    from panoptic_detr.evaluation.panoptic_quality import load_panoptic_json
 
     pred, name = load_panoptic_json(pred_json, "prediction")
     bbox_results: list[dict] = []
@@ -120,7 +121,7 @@ def panoptic_to_coco_results(
             out_id = image_id
         if not ann.get("file_name"):
             raise DataError(f"{name}: image id {image_id}: annotation has no 'file_name'")
-        id_map = read_id_png(Path(pred_dir) / ann["file_name"], image_id)
+        id_map = read_id_png(Path(pred_dir) / ann["file_name"], f"{Path(pred_dir) / ann['file_name']} (image id {image_id})")
         b, s = segments_to_coco_results(out_id, id_map, ann.get("segments_info", []), thing_ids)
         bbox_results += b
         segm_results += s

@@ -1,6 +1,7 @@
 """Evaluate a panoptic model on a prepared split: PQ (panopticapi rules) and COCO AP.
 
-`evaluate_model` runs the `Predictor` over the split's images, writes the predictions as
+`evaluate_model` runs a predictor (an `engine.predict.Predictor`, built by the caller:
+evaluation never imports the engine) over the split's images, writes the predictions as
 COCO-panoptic results (PNGs + JSON), scores every image against the ground truth as soon
 as it is predicted (the same per-image function as `pq_compute`, on the id map in memory,
 which equals the PNG written), and computes box / mask AP of the thing classes when the
@@ -29,27 +30,10 @@ from panoptic_detr.evaluation.panoptic_quality import (
     pq_from_stats,
 )
 
-__all__ = ["evaluate_model", "format_metrics", "segments_json"]
+__all__ = ["evaluate_model", "format_metrics"]
 
 PREDICTIONS_JSON = "predictions.json"
 PREDICTIONS_DIR = "predictions"
-
-
-def segments_json(segments_info: list[dict]) -> list[dict]:
-    """segments_info with plain JSON types (COCO-panoptic results format)."""
-    out = []
-    for s in segments_info:
-        d = {"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0}
-        if "isthing" in s:
-            d["isthing"] = int(bool(s["isthing"]))
-        if "area" in s:
-            d["area"] = int(s["area"])
-        if "bbox" in s:
-            d["bbox"] = [int(v) for v in s["bbox"]]
-        if "score" in s:
-            d["score"] = round(float(s["score"]), 6)
-        out.append(d)
-    return out
 
 
 def _load_split_image(path: Path, expected_hw: tuple[int, int] | None) -> np.ndarray:
@@ -68,13 +52,6 @@ def _load_split_image(path: Path, expected_hw: tuple[int, int] | None) -> np.nda
         if raw.shape[:2] == tuple(expected_hw):
             return raw
     return arr
-
-
-def _id_map_numpy(out) -> np.ndarray:
-    m = out.id_map
-    if hasattr(m, "detach"):
-        m = m.detach().cpu().numpy()
-    return np.asarray(m)
 
 
 def _check_model_categories(model_categories, cats: dict[int, dict], gt_name: str) -> None:
@@ -98,46 +75,33 @@ def _check_model_categories(model_categories, cats: dict[int, dict], gt_name: st
 
 
 def evaluate_model(
-    model,
+    predictor,
     dataset_dir: str | os.PathLike,
     split: str = "val",
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 2,
-    threshold: float = 0.85,
-    device: str | None = None,
     progress: bool = True,
-    predictor=None,
     max_images: int | None = None,
-    short_side: int = 800,
-    max_size: int | None = 1333,
-    dedup: float | None = None,
 ) -> dict:
-    """Run a panoptic model over a prepared split and score it.
+    """Run `predictor` over a prepared split and score it.
 
-    model: a panoptic model or a checkpoint path (ignored when `predictor` is given: any
-        object with `predict_batch(list of HxWx3 uint8) -> list of outputs` having
-        `id_map` (HxW) and `segments_info`).
-    dataset_dir: a prepared dataset (`annotations/panoptic_{split}.json`,
-        `images/{split}/`, `panoptic/{split}/`, optionally `annotations/instances_{split}.json`).
+    predictor: an `engine.predict.Predictor`, or any object with
+        `predict_batch(list of HxWx3 uint8) -> list of outputs` (or a plain call on one
+        image) whose outputs have `id_map` (HxW) and `segments_info`; its `categories`,
+        when it has them, are checked against the dataset's.
+    dataset_dir: a prepared dataset (`data.prepared.PreparedDataset`).
     out_dir: where `predictions/*.png` and `predictions.json` go (a temporary folder,
         removed afterwards, when None).
+    batch_size: images handed to the predictor at once.
     max_images: score only the first N images of the split (quick periodic checks).
-    dedup: the Predictor's duplicate suppression (None: off, as the official code).
-    short_side, max_size: the Predictor's resize (DETR's evaluation transform by default).
-    device: where the model runs (default: a model's own device, "cpu" for a checkpoint).
-        A model passed in is put back in training mode afterwards if it was in it.
 
     Returns ``{"panoptic": {All, Things, Stuff, per_class, per_category, num_images},
     "bbox": {AP, AP50, ...}, "segm": {...}}`` (fractions; AP only with an instances JSON).
     """
-    from panoptic_detr.utils.io import write_json
+    from panoptic_detr.data.prepared import PreparedDataset
 
-    root = Path(dataset_dir)
-    gt_json_path = root / "annotations" / f"panoptic_{split}.json"
-    gt_dir = root / "panoptic" / split
-    image_dir = root / "images" / split
-    if not gt_json_path.is_file():
-        raise DataError(f"{gt_json_path}: not found (is {root} a prepared dataset with a '{split}' split?)")
+    files = PreparedDataset(dataset_dir).split(split).require()
+    gt_json_path, gt_dir, image_dir = files.panoptic_json, files.panoptic_dir, files.images_dir
     gt, gt_name = load_panoptic_json(gt_json_path, "ground-truth")
     if not isinstance(gt.get("categories"), list):
         raise DataError(f"{gt_name}: no 'categories' list")
@@ -149,13 +113,12 @@ def evaluate_model(
         if ann.get("image_id") not in images or not images[ann["image_id"]].get("file_name"):
             raise DataError(f"{gt_name}: image id {ann.get('image_id')} has no entry with a 'file_name' in 'images'")
 
-    instances_path = root / "annotations" / f"instances_{split}.json"
     instances = None
     image_id_map: dict[Any, Any] = {}
-    if instances_path.is_file():
+    if files.instances_json.is_file():
         from panoptic_detr.evaluation.coco_ap import load_instances, match_image_ids
 
-        instances, _ = load_instances(instances_path)
+        instances, _ = load_instances(files.instances_json)
         image_id_map = match_image_ids(
             instances["images"], [(a["image_id"], images[a["image_id"]]["file_name"]) for a in annotations]
         )
@@ -164,31 +127,8 @@ def evaluate_model(
             instances["images"] = [im for im in instances["images"] if im["id"] in wanted]
             instances["annotations"] = [a for a in instances["annotations"] if a["image_id"] in wanted]
 
-    was_training = bool(getattr(model, "training", False)) if predictor is None else False
-    if predictor is None:
-        from panoptic_detr.engine.predict import Predictor
-
-        if device is None:
-            device = _module_device(model) or "cpu"
-        predictor = Predictor(
-            model, device=device, threshold=threshold, batch_size=batch_size, short_side=short_side, max_size=max_size,
-            dedup=dedup,
-        )
-    try:
-        return _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
-                         instances, image_id_map, out_dir, batch_size, progress, split)  # fmt: skip
-    finally:
-        if was_training:
-            model.train()
-
-
-def _module_device(model) -> str | None:
-    params = getattr(model, "parameters", None)
-    if params is None:
-        return None
-    for p in params():
-        return str(p.device)
-    return None
+    return _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
+                     instances, image_id_map, out_dir, batch_size, progress, split)  # fmt: skip
 
 
 def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
@@ -208,7 +148,7 @@ def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_d
         pred_dir = out / PREDICTIONS_DIR
         pred_dir.mkdir(parents=True, exist_ok=True)
 
-        from panoptic_detr.data.formats.coco_panoptic import write_id_png
+        from panoptic_detr.data.formats.coco_panoptic import segments_json, write_id_png
 
         bar = None
         if progress:
@@ -232,7 +172,8 @@ def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_d
             if len(outputs) != len(batch):
                 raise DataError(f"predictor returned {len(outputs)} results for {len(batch)} images")
             for ann, output in zip(chunk, outputs):
-                id_map = _id_map_numpy(output)
+                id_map = output.id_map
+                id_map = np.asarray(id_map.detach().cpu().numpy() if hasattr(id_map, "detach") else id_map)
                 segs = segments_json(list(output.segments_info))
                 unknown = [s["id"] for s in segs if s["category_id"] not in cats]
                 if unknown:  # e.g. DETR's unused class 0: those pixels become VOID

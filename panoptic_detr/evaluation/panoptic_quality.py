@@ -41,7 +41,7 @@ import numpy as np
 
 from panoptic_detr.errors import DataError
 from panoptic_detr.evaluation.forked_map import fork_available, forked_map
-from panoptic_detr.evaluation.png_decode import read_packed_rgb
+from panoptic_detr.data.formats.png_decode import read_packed_rgb
 
 VOID = 0
 OFFSET = 256 * 256 * 256  # ids are 24-bit: (gt, pred) pairs are packed as gt * OFFSET + pred
@@ -55,7 +55,6 @@ __all__ = [
     "pq_compute",
     "pq_from_stats",
     "image_pq_stats",
-    "read_id_png",
     "load_panoptic_json",
     "normalise_categories",
 ]
@@ -145,13 +144,6 @@ def _read_packed(
     """Pixels of an RGB PNG as flat little-endian uint32 ``R + 256 G + 256^2 B + 256^3 X``
     (X: alpha or padding, not part of the id), and (height, width). See `png_decode`."""
     return read_packed_rgb(path, where, release_gil)
-
-
-def read_id_png(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
-    """Segment ids (uint32 HxW, ``R + 256 G + 256^2 B``) of a panoptic PNG."""
-    where = f"{path}" if image_id is None else f"{path} (image id {image_id})"
-    raw, shape = _read_packed(path, where)
-    return (raw & np.uint32(_ID_MASK)).reshape(shape)
 
 
 def _runs(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -54,11 +54,12 @@ def _ap_table(metrics: dict) -> str:
 def ground_truth_overlays(run: Path, limit: int = 8) -> list[tuple[Path, Path]]:
     """Render ground-truth overlays of val images; pair them with predicted overlays."""
     from panoptic_detr.data.categories import CategoryList
-    from panoptic_detr.data.formats.coco_panoptic import rgb2id
+    from panoptic_detr.data.formats.coco_panoptic import read_id_png
+    from panoptic_detr.data.prepared import PreparedDataset
     from panoptic_detr.viz.overlay import overlay
 
-    dataset = run / "dataset"
-    gt = json.loads((dataset / "annotations" / "panoptic_val.json").read_text())
+    val = PreparedDataset(run / "dataset").split("val")
+    gt = json.loads(val.panoptic_json.read_text())
     cats = CategoryList.from_json(gt["categories"])
     images = {im["id"]: im for im in gt["images"]}
     out_dir = run / "report_files"
@@ -69,8 +70,8 @@ def ground_truth_overlays(run: Path, limit: int = 8) -> list[tuple[Path, Path]]:
         pred = run / "predict" / "overlays" / (Path(im["file_name"]).stem + ".jpg")
         if not pred.exists():
             continue
-        image = np.asarray(Image.open(dataset / "images" / "val" / im["file_name"]).convert("RGB"))
-        ids = rgb2id(np.asarray(Image.open(dataset / "panoptic" / "val" / ann["file_name"]).convert("RGB")))
+        image = np.asarray(Image.open(val.images_dir / im["file_name"]).convert("RGB"))
+        ids = read_id_png(val.panoptic_dir / ann["file_name"])
         vis = overlay(image, ids, ann["segments_info"], cats)
         target = out_dir / (Path(im["file_name"]).stem + "_gt.jpg")
         Image.fromarray(vis).save(target, quality=90)

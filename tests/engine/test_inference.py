@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from panoptic_detr.data.preprocess import nearest_indices, resize_nearest
 from panoptic_detr.engine.inference import (
     duplicate_queries,
     masks_argmax,
-    nearest_indices,
     panoptic_inference,
-    resize_nearest,
     segment_boxes,
     select_queries,
     upsample_masks,
@@ -240,22 +239,18 @@ def test_upsample_keeps_the_stride_geometry():
         upsample_masks(m, (13, 18))
 
 
-def test_callable_masks_get_the_kept_queries_once():
+def test_kept_query_masks_equal_all_query_masks():
+    """The fast path passes the kept queries' masks only; the map is the same."""
     torch.manual_seed(1)
     logits = torch.randn(10, C + 1) * 6
     masks = torch.randn(10, 9, 9) * 4
-    calls = []
-
-    def source(idx):
-        calls.append(idx.clone())
-        return masks[idx]
-
-    a = panoptic_inference(logits, masks, (33, 36), (33, 36), ISTHING, threshold=0.5)
-    b = panoptic_inference(logits, source, (33, 36), (33, 36), ISTHING, threshold=0.5)
-    assert len(calls) == 1
     keep, _, _ = select_queries(logits, 0.5)
-    assert calls[0].tolist() == keep.nonzero().flatten().tolist()
+    assert 0 < int(keep.sum()) < 10
+    a = panoptic_inference(logits, masks, (33, 36), (33, 36), ISTHING, threshold=0.5)
+    b = panoptic_inference(logits, masks[keep], (33, 36), (33, 36), ISTHING, threshold=0.5)
     assert torch.equal(a.id_map, b.id_map) and a.segments_info == b.segments_info
+    with pytest.raises(ValueError, match="masks for 10 queries"):
+        panoptic_inference(logits, masks[:0], (33, 36), (33, 36), ISTHING, threshold=0.5)
 
 
 def test_isthing_as_a_list_and_classes_beyond_the_table_are_stuff():

@@ -14,7 +14,8 @@ from PIL import Image
 import panopticapi_reference as reference
 import pq_synthetic as synth
 from panoptic_detr.errors import PanopticDetrError
-from panoptic_detr.evaluation.panoptic_quality import pq_compute, read_id_png
+from panoptic_detr.data.formats.coco_panoptic import read_id_png
+from panoptic_detr.evaluation.panoptic_quality import pq_compute
 
 TOL = 1e-9
 

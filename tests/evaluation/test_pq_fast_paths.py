@@ -18,7 +18,7 @@ from PIL import Image
 import panopticapi_reference as reference
 import pq_synthetic as synth
 from panoptic_detr.errors import DataError
-from panoptic_detr.evaluation import png_decode
+from panoptic_detr.data.formats import png_decode
 from panoptic_detr.evaluation import panoptic_quality as pq
 from panoptic_detr.evaluation.forked_map import fork_available, forked_map
 from panoptic_detr.evaluation.panoptic_quality import OFFSET, _pair_counts, pq_compute
