@@ -125,9 +125,10 @@ def main() -> int:
     torch.manual_seed(0)
     import panoptic_detr
     from panoptic_detr.engine.inference import panoptic_inference, select_queries
-    from panoptic_detr.engine.predict import Predictor, keep_freed_memory
+    from panoptic_detr.engine.predict import Predictor
+    from panoptic_detr.utils.malloc import tune_malloc
 
-    malloc_tuned = False if args.no_malloc_tuning else keep_freed_memory()
+    malloc_tuned = False if args.no_malloc_tuning else tune_malloc()
 
     model = panoptic_detr.build_model(args.preset)
     options = dict(threshold=args.threshold, channels_last=args.channels_last, fold_bn=not args.no_fold_bn)

@@ -77,7 +77,8 @@ def main() -> None:
 
     from panoptic_detr.engine.criterion import SetCriterion, build_weight_dict
     from panoptic_detr.engine.matcher import HungarianMatcher
-    from panoptic_detr.engine.train import TrainStep, make_adamw, param_groups
+    from panoptic_detr.engine.optim import make_adamw, param_groups
+    from panoptic_detr.engine.train_step import TrainStep
     from panoptic_detr.engine.train_config import OptimConfig
     from panoptic_detr.model.build import build_model
 
@@ -95,14 +96,7 @@ def main() -> None:
     samples, targets = make_batch(args.batch, args.size, args.objects, cfg.num_classes)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    from panoptic_detr.model.backbone import FrozenBatchNorm2d
-    from panoptic_detr.model.dropout import Dropout
-
-    frozen_bns = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
-
-    def set_fold(enabled: bool) -> None:
-        for m in frozen_bns:
-            m.fold = enabled
+    from panoptic_detr.model.build import set_speed_options
 
     # Variants timed interleaved with ours, so that all see the same machine load.
     # name -> (optimizer, batch norms folded into the convs[, the cheap dropout mask])
@@ -132,8 +126,7 @@ def main() -> None:
 
     def timed(name):
         opt, fold, fast_dropout = variants[name]
-        set_fold(fold)
-        Dropout.fast = fast_dropout
+        set_speed_options(model, fold_frozen_bn=fold, fast_dropout=fast_dropout)
         t, c = time.perf_counter(), time.process_time()
         step(opt)
         times[name][0].append(time.perf_counter() - t)

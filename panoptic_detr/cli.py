@@ -44,12 +44,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             sub.add_parser(name, add_help=False)
             continue
-        try:
-            mod = _load(module)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("panoptic_detr.commands"):
-                continue  # command not built yet
-            raise
+        mod = _load(module)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.configure(p)
         p.set_defaults(_run=mod.run)

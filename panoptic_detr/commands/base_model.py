@@ -13,7 +13,7 @@ def configure(p):
 
 
 def run(args):
-    from panoptic_detr.engine.base_model import BaseModelConfig, build_base_model
+    from panoptic_detr.apps.base_model import BaseModelConfig, build_base_model
 
     cfg = BaseModelConfig(out=args.out)
     for name in ("images", "epochs", "export"):

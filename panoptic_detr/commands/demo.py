@@ -15,7 +15,7 @@ def configure(p):
 
 
 def run(args):
-    from panoptic_detr.engine.demo import Demo, DemoConfig
+    from panoptic_detr.apps.demo import Demo, DemoConfig
 
     cfg = DemoConfig(out=args.out, from_scratch=args.from_scratch, fresh=args.fresh)
     if args.images is not None:

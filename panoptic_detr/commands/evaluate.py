@@ -65,26 +65,19 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.instances:
             raise PanopticDetrError("evaluate: --instances goes with --predictions (a dataset brings its own)")
-        if args.batch_size < 1:
-            raise PanopticDetrError(f"evaluate: --batch-size must be at least 1, got {args.batch_size}")
         for path, what in ((args.checkpoint, "checkpoint"), (args.dataset, "dataset folder")):
             if not Path(path).exists():
                 raise PanopticDetrError(f"{path}: {what} not found")
-        from panoptic_detr.engine.inference import check_dedup
+        from panoptic_detr.commands import build_predictor
         from panoptic_detr.evaluation.evaluate import evaluate_model
 
         metrics = evaluate_model(
-            args.checkpoint,
+            build_predictor(args.checkpoint, args),
             args.dataset,
             split=args.split,
             out_dir=args.out,
             batch_size=args.batch_size,
-            threshold=args.threshold,
-            device=args.device,
             progress=not args.no_progress,
-            short_side=args.short_side,
-            max_size=args.max_size,
-            dedup=check_dedup(args.dedup, "--dedup"),
         )
     print(format_metrics(metrics, per_class=not args.no_per_class))
     if args.out:

@@ -44,27 +44,23 @@ def configure(p):
 
 
 def run(args):
+    from panoptic_detr.commands import build_predictor
+    from panoptic_detr.commands._explain_output import explain_to_folder
     from panoptic_detr.commands.explain_queries import check_common, load
-    from panoptic_detr.engine.explain import explain_to_folder
-    from panoptic_detr.engine.inference import check_dedup
     from panoptic_detr.errors import PanopticDetrError
 
     check_common(args)
-    if not 0.0 <= args.threshold < 1.0:
-        raise PanopticDetrError(f"--threshold must be in [0, 1), got {args.threshold}")
-    check_dedup(args.dedup, "--dedup")
     if args.max_images < 1:
         raise PanopticDetrError(f"--max-images must be at least 1, got {args.max_images}")
     if args.image.is_dir():
         raise PanopticDetrError(f"{args.image}: is a folder; explain takes one image (explain-queries takes folders)")
     if not args.image.is_file():
         raise PanopticDetrError(f"{args.image}: image not found")
-    model = load(args, need_masks=True)
+    predictor = build_predictor(load(args, need_masks=True), args)
     index = explain_to_folder(
-        model, args.image, args.out, points=args.points, num_queries=args.queries, threshold=args.threshold,
-        dedup=args.dedup, short_side=args.short_side, max_size=args.max_size, query_images=args.query_images, split=args.split,
-        max_images=args.max_images, device=args.device, overwrite=args.overwrite, source=str(args.checkpoint),
-        dpi=args.dpi,
+        predictor, args.image, args.out, points=args.points, num_queries=args.queries,
+        query_images=args.query_images, split=args.split, max_images=args.max_images, overwrite=args.overwrite,
+        source=str(args.checkpoint), dpi=args.dpi,
     )
     print(index)
     return 0

@@ -58,7 +58,7 @@ def load(args, need_masks: bool = False):
 
 
 def run(args):
-    from panoptic_detr.engine.explain import explain_queries_to_folder
+    from panoptic_detr.commands._explain_output import explain_queries_to_folder
 
     check_common(args)
     model = load(args)

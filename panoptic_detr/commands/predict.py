@@ -1,6 +1,17 @@
-"""`panoptic-detr predict`: panoptic PNGs, a results JSON and overlays for images."""
+"""`panoptic-detr predict`: panoptic PNGs, a results JSON and overlays for images.
 
+`predict_paths(predictor, inputs, out_dir)` is the command's work, usable from Python:
+a COCO-panoptic PNG per image, one results JSON and an overlay JPEG per image,
+unreadable files reported and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 HELP = "predict panoptic maps for images (files, folders, globs) with a checkpoint"
 
@@ -23,36 +34,17 @@ def configure(p):
 
 
 def run(args):
-    import sys
+    from panoptic_detr.commands import build_predictor
 
-    from panoptic_detr.engine.inference import check_dedup
-    from panoptic_detr.engine.predict import Predictor, keep_freed_memory, predict_paths
-    from panoptic_detr.errors import PanopticDetrError
-
-    if args.batch_size < 1:
-        raise PanopticDetrError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not 0.0 <= args.threshold < 1.0:
-        raise PanopticDetrError(f"--threshold must be in [0, 1), got {args.threshold}")
-    check_dedup(args.dedup, "--dedup")
-    if args.short_side < 1 or args.max_size < 1:
-        raise PanopticDetrError("--short-side and --max-size must be positive")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    _check_device(args.device)
-    keep_freed_memory()  # no page faults for every activation of every image (glibc)
-    predictor = Predictor(
-        args.checkpoint,
-        device=args.device,
-        threshold=args.threshold,
-        short_side=args.short_side,
-        max_size=args.max_size,
-        batch_size=args.batch_size,
-        dedup=args.dedup,
-    )
+    predictor = build_predictor(args.checkpoint, args)
     report = predict_paths(predictor, args.images, args.out, overlays=not args.no_overlay, progress=not args.quiet)
     if not report.written and not report.failed:
+        from panoptic_detr.errors import PanopticDetrError
+
         raise PanopticDetrError("no images to predict")
     print(
         f"{len(report.written)} image(s) predicted into {args.out}"
@@ -62,14 +54,104 @@ def run(args):
     return 1 if report.failed else 0
 
 
-def _check_device(device: str) -> None:
-    import torch
+@dataclass
+class PredictReport:
+    written: list[str] = field(default_factory=list)  # image paths predicted
+    failed: list[str] = field(default_factory=list)  # one message per failure
 
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem = path.stem or "image"
+    name, n = stem, 1
+    while name in used:
+        name = f"{stem}_{n}"
+        n += 1
+    used.add(name)
+    return name
+
+
+def predict_paths(
+    predictor,
+    inputs: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    overlays: bool = True,
+    progress: bool = True,
+    log=None,
+) -> PredictReport:
+    """Predict every image named by `inputs` (files, folders, globs) into `out_dir`.
+
+    Writes `panoptic/<stem>.png` (COCO-panoptic ids), `predictions.json` (COCO-panoptic
+    results: `annotations` with `image_id`, `file_name`, `segments_info`; plus `images`
+    and `categories`) and, with `overlays`, `overlays/<stem>.jpg`. Unreadable files are
+    reported through `log` (one line each) and skipped.
+    """
+    from tqdm import tqdm
+
+    from panoptic_detr.data.formats.coco_panoptic import segments_json, write_id_png
+    from panoptic_detr.data.image_io import find_images, load_image
     from panoptic_detr.errors import PanopticDetrError
+    from panoptic_detr.utils.io import atomic_path, write_json
+    from panoptic_detr.viz.overlay import overlay, save_jpeg
 
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PanopticDetrError(f"--device: unknown device '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PanopticDetrError(f"--device {device}: CUDA is not available")
+    out_dir = Path(out_dir)
+    paths, problems = find_images(inputs)
+    report = PredictReport()
+    bar = tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def say(msg: str) -> None:
+        if log is not None:
+            log(msg)
+        else:
+            tqdm.write(msg, file=sys.stderr)
+
+    for msg in problems:
+        report.failed.append(msg)
+        say(f"skipped: {msg}")
+    if not paths:
+        bar.close()
+        return report
+
+    (out_dir / "panoptic").mkdir(parents=True, exist_ok=True)
+    if overlays:
+        (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    images_json, annotations = [], []
+
+    def flush(pending):
+        if not pending:
+            return
+        outs = predictor.predict_tensors([p[2] for p in pending], [p[3] for p in pending])
+        for (path, arr, _, (H, W)), out in zip(pending, outs):
+            stem = _unique_stem(path, used)
+            png_name = f"{stem}.png"
+            with atomic_path(out_dir / "panoptic" / png_name) as tmp:
+                write_id_png(tmp, out.id_map_numpy())
+            if overlays:
+                vis = overlay(arr, out.id_map, out.segments_info, predictor.categories)
+                save_jpeg(out_dir / "overlays" / f"{stem}.jpg", vis)
+            images_json.append({"id": stem, "file_name": path.name, "path": str(path), "height": H, "width": W})
+            annotations.append({"image_id": stem, "file_name": png_name, "segments_info": segments_json(out.segments_info)})
+            report.written.append(str(path))
+            bar.update(1)
+
+    pending = []
+    for path in paths:
+        try:
+            arr = load_image(path)
+            tensor, size = predictor.preprocess(arr)
+        except PanopticDetrError as e:
+            report.failed.append(str(e))
+            say(f"skipped: {e}")
+            bar.update(1)
+            continue
+        pending.append((path, arr if overlays else None, tensor, size))
+        if len(pending) >= predictor.batch_size:
+            flush(pending)
+            pending = []
+    flush(pending)
+    bar.close()
+    write_json(
+        out_dir / "predictions.json",
+        {"images": images_json, "annotations": annotations, "categories": predictor.categories.to_json()},
+    )
+    return report

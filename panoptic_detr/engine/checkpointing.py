@@ -22,6 +22,11 @@ from panoptic_detr.errors import CheckpointError
 from panoptic_detr.utils.io import atomic_path
 
 FORMAT = "panoptic-detr-train"
+# The files of a training run's out dir: the latest training checkpoint (for resuming), the
+# trained model and the model with the best PQ (model checkpoints, for load_model).
+CHECKPOINT = "checkpoint.pth"
+FINAL = "model_final.pth"
+BEST = "model_best.pth"
 REQUIRED = ("model", "optimizer", "epoch", "step_in_epoch", "global_step")
 
 

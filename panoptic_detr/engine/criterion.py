@@ -22,6 +22,9 @@ from panoptic_detr.engine import distributed as D
 from panoptic_detr.engine.matcher import HungarianMatcher
 from panoptic_detr.utils.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
+# The loss terms (of the last decoder layer) and extras that training logs, with the total.
+LOGGED = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice", "class_error", "cardinality_error")
+
 
 def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
     """Focal loss (RetinaNet) on logits [N, P] vs {0, 1} targets [N, P]: mean over P, sum over N, / num_boxes."""

@@ -62,15 +62,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean over processes (a copy; the input is untouched)."""
-    if not is_dist():
-        return t
-    t = t.clone()
-    dist.all_reduce(t)
-    return t / get_world_size()
-
-
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if not is_dist():
         return t
@@ -109,6 +100,6 @@ def broadcast_object(obj, src: int = 0):
 
 __all__ = [
     "is_dist", "get_rank", "get_world_size", "is_main", "launched_by_torchrun", "init_distributed",
-    "cleanup", "barrier", "all_reduce_mean", "all_reduce_sum", "reduce_dict", "all_gather_object",
+    "cleanup", "barrier", "all_reduce_sum", "reduce_dict", "all_gather_object",
     "broadcast_object",
 ]

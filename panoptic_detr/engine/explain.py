@@ -1,13 +1,15 @@
 """Everything the explain figures need, from one forward of the model with attention capture.
 
-`explain_image(model, image)` runs the model once inside `model_attention` (the model's
-outputs are unchanged; plain inference never pays for it), computes the masks of the kept
-queries only and the panoptic map exactly as `Predictor` does, and returns an
-`Explanation` holding the attention maps, boxes, scores, masks and the panoptic output.
-`query_boxes(model, images)` collects every query's box over many images (figure 3).
-`write_explanation(...)` renders the seven figures and the `index.html` page;
-`explain_to_folder` / `explain_queries_to_folder` are the `explain` / `explain-queries`
-commands.
+`explain_image(predictor, image)` runs the predictor's model once inside `model_attention`
+(the model's outputs are unchanged; plain inference never pays for it), computes the masks
+of the kept queries only and the panoptic map exactly as the `Predictor` does, and returns
+an `Explanation` holding the attention maps, boxes, scores, masks and the panoptic output.
+`query_boxes(model, images)` collects every query's box over many images (figure 3);
+`crops_for_queries` makes such images out of one when few are at hand.
+
+Drawing the figures and the page is `viz.explain_figures` / `viz.explain_page`; writing
+the output folders of the `explain` / `explain-queries` commands is
+`commands._explain_output`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -32,16 +33,7 @@ __all__ = [
     "explain_image",
     "query_boxes",
     "crops_for_queries",
-    "render_figures",
-    "write_explanation",
-    "write_query_figure",
-    "images_of",
-    "sibling_images",
-    "explain_to_folder",
-    "explain_queries_to_folder",
-    "FIGURES",
 ]
-
 
 @dataclass
 class Explanation:
@@ -148,7 +140,8 @@ class Explanation:
         """[K, H, W] bool: each kept query's mask, sigmoid > 0.5 after upsampling (the
         panoptic inference's bilinear upsampling to the processed size, then nearest to the
         original size)."""
-        from panoptic_detr.engine.inference import resize_nearest, upsample_masks
+        from panoptic_detr.data.preprocess import resize_nearest
+        from panoptic_detr.engine.inference import upsample_masks
 
         H, W = self.original_size
         if self.mask_logits is None or self.mask_logits.shape[0] == 0:
@@ -188,43 +181,32 @@ class Explanation:
 
 
 def _isthing_table(categories: CategoryList, num_classes: int) -> torch.Tensor:
-    table = [False] * max(num_classes, categories.num_classes)
-    for c in categories:
-        table[c.id] = c.isthing
-    return torch.tensor(table, dtype=torch.bool)
+    """The categories' is-thing table, padded to the model's classes (as the Predictor's)."""
+    table = categories.isthing_table()
+    return torch.tensor(table + [False] * (num_classes - len(table)), dtype=torch.bool)
 
 
-def _preprocessor(model, device, threshold, short_side, max_size, dedup=None):
-    """A `Predictor` for panoptic models (the same resize and normalisation as predict)."""
-    from panoptic_detr.engine.predict import Predictor
+def _valid_grid(rec) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(feature grid size, its unpadded part) of the recorded forward."""
+    fh, fw = (int(v) for v in rec.feature_size)
+    pad = rec.padding_mask[0].cpu()
+    vh = int((~pad[:, 0]).sum()) if pad.numel() else fh
+    vw = int((~pad[0, :]).sum()) if pad.numel() else fw
+    return (fh, fw), (max(vh, 1), max(vw, 1))
 
-    if isinstance(model, Predictor):
-        return model
-    return Predictor(model, device=device, threshold=threshold, short_side=short_side, max_size=max_size,
-                     dedup=dedup)
 
+def explain_image(predictor, image) -> Explanation:
+    """Run `predictor`'s model (a `Predictor` of a panoptic model: its threshold, resize,
+    min_area and dedup apply) on `image` (path, HxWx3 array or PIL image) with attention
+    capture and collect everything the figures need.
 
-def explain_image(
-    model,
-    image,
-    threshold: float = 0.85,
-    short_side: int = 800,
-    max_size: int | None = 1333,
-    device: str = "cpu",
-) -> Explanation:
-    """Run `model` (a panoptic model, or a `Predictor` wrapping one, whose threshold and
-    resize then apply) on `image` (path, HxWx3 array or PIL image) with attention capture
-    and collect everything the figures need.
-
-    The kept queries, their masks and the panoptic map are exactly `Predictor`'s for the
-    same threshold and resize.
+    The kept queries, their masks and the panoptic map are exactly the predictor's.
     """
     from panoptic_detr.data.image_io import load_image, to_rgb_array
     from panoptic_detr.engine.inference import PanopticOutput, panoptic_inference, select_queries
     from panoptic_detr.model.attention import model_attention
 
     t0 = time.perf_counter()
-    predictor = _preprocessor(model, device, threshold, short_side, max_size)
     net = predictor.model
     threshold = predictor.threshold
     arr = load_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb_array(image)
@@ -239,32 +221,26 @@ def explain_image(
         keep = keep_mask.nonzero().flatten()
         masks = None
         ctx = out.get("mask_context")
-        if ctx is not None:
+        if ctx is not None:  # the mask head for the kept queries only, as the Predictor's fast path
             masks = net.masks_for_queries(ctx, torch.zeros_like(keep), keep)
         t3 = time.perf_counter()
-        config = getattr(net, "config", None)
-        num_classes = int(logits.shape[-1] - 1)
         panoptic = None
         if masks is not None:
-            isthing = _isthing_table(predictor.categories, num_classes).to(logits.device)
-            panoptic = panoptic_inference(logits, lambda q: masks, (h, w), (H, W), isthing,
-                                          threshold=threshold, min_area=predictor.min_area,
-                                          dedup=predictor.dedup)
+            isthing = _isthing_table(predictor.categories, int(logits.shape[-1] - 1)).to(logits.device)
+            panoptic = panoptic_inference(logits, masks, (h, w), (H, W), isthing, threshold=threshold,
+                                          min_area=predictor.min_area, dedup=predictor.dedup)
             panoptic = PanopticOutput(panoptic.id_map.cpu(), panoptic.segments_info)
         t4 = time.perf_counter()
 
-    fh, fw = (int(v) for v in rec.feature_size)
-    pad = rec.padding_mask[0].cpu()
-    vh = int((~pad[:, 0]).sum()) if pad.numel() else fh
-    vw = int((~pad[0, :]).sum()) if pad.numel() else fw
-    stride = 16 if getattr(config, "dilation", False) else 32
+    config = getattr(net, "config", None)
+    feature_size, valid_size = _valid_grid(rec)
     probs = logits.float().softmax(-1)
     return Explanation(
         image=arr,
         processed_size=(h, w),
-        feature_size=(fh, fw),
-        valid_size=(max(vh, 1), max(vw, 1)),
-        stride=stride,
+        feature_size=feature_size,
+        valid_size=valid_size,
+        stride=16 if getattr(config, "dilation", False) else 32,
         logits=logits.float().cpu(),
         boxes=out["pred_boxes"][0].float().cpu(),
         scores=scores.float().cpu(),
@@ -299,6 +275,17 @@ class QueryBoxes:
         return int(self.boxes.shape[0])
 
 
+def _named_image(item, index: int) -> tuple[str, np.ndarray]:
+    """(name, HxWx3 uint8) of a path, an array or a `(name, array)` pair."""
+    from panoptic_detr.data.image_io import load_image, to_rgb_array
+
+    if isinstance(item, tuple):
+        return item[0], to_rgb_array(item[1])
+    if isinstance(item, (str, os.PathLike)):
+        return str(item), load_image(item)
+    return f"image {index}", to_rgb_array(item)
+
+
 def query_boxes(
     model,
     images: Iterable,
@@ -308,19 +295,15 @@ def query_boxes(
     progress: bool = False,
     on_error: Callable[[str], None] | None = None,
 ) -> QueryBoxes:
-    """Run `model` (no attention capture, no masks) on every image (paths, arrays or
-    `(name, array)` pairs) and collect each query's box, score and label."""
-    from panoptic_detr.data.image_io import load_image, to_rgb_array
-    from panoptic_detr.engine.predict import IMAGENET_MEAN, IMAGENET_STD, resize_shape
+    """Run `model` (a model or a `Predictor`; no attention capture, no masks) on every
+    image (paths, arrays or `(name, array)` pairs) and collect each query's box, score and
+    label. An unreadable image goes to `on_error` (raised when None)."""
+    from panoptic_detr.data.preprocess import preprocess_image
 
     net = getattr(model, "model", model)  # a Predictor or a model
     net.eval()
     config = getattr(net, "config", None)
     net = getattr(net, "detr", net)  # boxes and classes only: skip the mask head's preparation
-    dev = torch.device(device)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    scale, shift = (1.0 / (255.0 * std)).to(dev), (-mean / std).to(dev)
     images = list(images)
     boxes, scores, labels, names = [], [], [], []
     bar = None
@@ -328,37 +311,23 @@ def query_boxes(
         from tqdm import tqdm
 
         bar = tqdm(total=len(images), unit="img", file=sys.stderr, dynamic_ncols=True)
-    from PIL import Image
-
     for item in images:
-        name = None
         try:
-            if isinstance(item, tuple):
-                name, arr = item[0], to_rgb_array(item[1])
-            elif isinstance(item, (str, os.PathLike)):
-                name, arr = str(item), load_image(item)
-            else:
-                name, arr = f"image {len(names)}", to_rgb_array(item)
+            name, arr = _named_image(item, len(names))
         except PanopticDetrError as e:
             if on_error is None:
                 raise
             on_error(str(e))
-            if bar is not None:
-                bar.update(1)
-            continue
-        H, W = arr.shape[:2]
-        h, w = resize_shape(H, W, short_side, max_size)
-        if (h, w) != (H, W):
-            arr = np.array(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(np.ascontiguousarray(arr)).to(dev).permute(2, 0, 1).float() * scale + shift
-        with torch.inference_mode():
-            out = net(x[None], with_masks=False)
-        probs = out["pred_logits"][0].float().softmax(-1)
-        s, l = probs[:, :-1].max(-1)
-        boxes.append(out["pred_boxes"][0].float().cpu().numpy())
-        scores.append(s.cpu().numpy())
-        labels.append(l.cpu().numpy())
-        names.append(name)
+        else:
+            x, _ = preprocess_image(arr, short_side, max_size, device)
+            with torch.inference_mode():
+                out = net(x[None], with_masks=False)
+            probs = out["pred_logits"][0].float().softmax(-1)
+            s, l = probs[:, :-1].max(-1)
+            boxes.append(out["pred_boxes"][0].float().cpu().numpy())
+            scores.append(s.cpu().numpy())
+            labels.append(l.cpu().numpy())
+            names.append(name)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -386,323 +355,3 @@ def crops_for_queries(image: np.ndarray, count: int = 16, seed: int = 0) -> list
             crop = crop[:, ::-1]
         out.append((f"crop {len(out)}", np.ascontiguousarray(crop)))
     return out[:count]
-
-
-def images_of(data: str | os.PathLike, split: str = "val") -> list[Path]:
-    """The image files of DATA: a prepared dataset (its `images/<split>`), a folder of
-    images (recursively) or an image file."""
-    from panoptic_detr.data.image_io import find_images
-
-    p = Path(data)
-    if not p.exists():
-        raise PanopticDetrError(f"{p}: not found")
-    if p.is_dir() and (p / "images").is_dir() and ((p / "dataset.yaml").exists() or (p / "annotations").is_dir()):
-        sub = p / "images" / split
-        if not sub.is_dir():
-            have = ", ".join(sorted(d.name for d in (p / "images").iterdir() if d.is_dir())) or "none"
-            raise PanopticDetrError(f"{p}: prepared dataset has no split '{split}' (splits: {have})")
-        p = sub
-    paths, problems = find_images([p])
-    if not paths:
-        raise PanopticDetrError(problems[0] if problems else f"{p}: no images")
-    return paths
-
-
-# ---------------------------------------------------------------------- rendering
-# file name, heading, caption of each figure
-FIGURES = {
-    "encoder": ("1_encoder_attention.png", "1. Encoder self-attention",
-                "For each reference point (marked with a letter), the self-attention of the encoder token under it "
-                "(last encoder layer, averaged over the heads) over all tokens of the stride-{stride} feature grid "
-                "({vh} x {vw} tokens; padding removed), drawn over the image's extent. Each map sums to 1. "
-                "In a trained model the encoder already separates instances: the pixels of the same object light "
-                "up together."),
-    "decoder": ("2_decoder_attention.png", "2. Decoder attention per detected object",
-                "For every detected object (score above {threshold:g}), the cross-attention of its query over the "
-                "image in the last decoder layer, averaged over the heads, with the predicted box and label. "
-                "In a trained model the decoder attends mostly to the object's extremities (head, legs, edges), "
-                "which fix its box and class."),
-    "queries": ("3_query_boxes.png", "3. Where the queries look",
-                "Each panel is one query slot; each dot is the centre of the box it predicted on one of {n_images} "
-                "image(s){query_source}. Colour: green small boxes, red large horizontal, blue large vertical. "
-                "Slots specialise in regions and box sizes."),
-    "active": ("4_active_queries.png", "4. Active queries",
-               "All {num_queries} query slots on a grid; the ones whose best class is an object with a score above "
-               "{threshold:g} fired and are linked to the object they found. Grey level: the best object probability "
-               "of the slots that did not fire."),
-    "mask_attention": ("5_mask_attention.png", "5. Mask-head attention maps",
-                       "For each kept object, the {nheads} attention maps of the multi-head attention module "
-                       "(bbox_attention) between its decoder embedding and the encoder memory, at stride {stride}. "
-                       "One softmax runs over heads and positions together, so each row sums to 1. These maps, "
-                       "concatenated with the memory, are the input of the FPN mask head."),
-    "masks": ("6_binary_masks.png", "6. Binary masks, argmax, panoptic result",
-              "Top: the mask logits of each kept object, upsampled to the image and thresholded at "
-              "sigmoid > 0.5 (they may overlap or leave holes). Bottom left: the pixel-wise argmax over the kept "
-              "masks, which assigns every pixel to exactly one segment (stuff of one class merged, segments of "
-              "{min_area} pixels or fewer dropped); it is the prediction's panoptic id map. Bottom right: the "
-              "final panoptic segmentation over the image."),
-    "diagram": ("7_network.png", "7. The network",
-                "The architecture with the tensor shapes for this image's network input of {h} x {w} pixels "
-                "(batch of one): backbone stages, 1x1 projection, flattening to {tokens} tokens with the sine "
-                "positional encoding, encoder, decoder with the {num_queries} object queries, class and box "
-                "heads, the mask head's attention maps and FPN, and the final pixel-wise argmax."),
-}
-
-
-def render_figures(
-    expl: Explanation,
-    points: Sequence[tuple[float, float]] | None = None,
-    query_stats: QueryBoxes | None = None,
-    num_queries: int = 20,
-    max_objects: int = 12,
-) -> dict:
-    """The seven figures (dict key -> matplotlib Figure; keys of `FIGURES`). Figure 3
-    uses `query_stats` (from `query_boxes`), or this image alone when None. Detection
-    models (no mask head) get no figures 5 and 6."""
-    from panoptic_detr.viz.attention import decoder_attention_figure, encoder_attention_figure
-    from panoptic_detr.viz.diagram import network_diagram_figure, network_shapes
-    from panoptic_detr.viz.masks import binary_masks_figure, mask_attention_figure
-    from panoptic_detr.viz.queries import active_queries_figure, query_boxes_figure
-
-    figs = {}
-    extent = expl.grid_extent()
-    cats = expl.categories
-    if points is None:
-        points = expl.auto_points()
-        what = "points on the detected objects"
-        if not points:  # nothing detected: the centres of the four quarters
-            H, W = expl.original_size
-            points = [(W * fx, H * fy) for fy in (0.25, 0.75) for fx in (0.25, 0.75)]
-            what = "four fixed points (nothing detected)"
-    else:
-        what = "the chosen points"
-    points = list(points)
-    maps = [expl.encoder_map(x, y).numpy() for x, y in points]
-    figs["encoder"] = encoder_attention_figure(
-        expl.image, maps, points, extent=extent, stride=expl.stride,
-        title=f"Encoder self-attention of {what} (last layer, mean over heads)")
-
-    # best-scoring kept objects first
-    order = expl.keep[expl.scores[expl.keep].argsort(descending=True)][:max_objects] if len(expl.keep) else expl.keep
-    q_list = order.tolist()
-    boxes = expl.boxes_xyxy(order) if len(q_list) else np.zeros((0, 4))
-    cids = [int(expl.labels[q]) for q in q_list]
-    scs = [float(expl.scores[q]) for q in q_list]
-    figs["decoder"] = decoder_attention_figure(
-        expl.image, [expl.decoder_map(q).numpy() for q in q_list], boxes, cids, scs, q_list, cats, extent=extent)
-
-    if query_stats is None:
-        query_stats = QueryBoxes(expl.boxes.numpy()[None], expl.object_scores.numpy()[None],
-                                 expl.labels.numpy()[None], ["this image"])
-    figs["queries"] = query_boxes_figure(query_stats.boxes, min(num_queries, expl.num_queries))
-
-    figs["active"] = active_queries_figure(expl.image, expl.num_queries, expl.kept(), cats,
-                                           query_scores=expl.object_scores.numpy(), threshold=expl.threshold)
-
-    if expl.mask_attention is not None:
-        att = np.stack([expl.mask_attention_maps(q).numpy() for q in q_list]) if q_list else np.zeros((0, 8, 1, 1))
-        figs["mask_attention"] = mask_attention_figure(expl.image, att, boxes, cids, scs, q_list, cats,
-                                                       extent=extent, stride=expl.stride)
-    if expl.panoptic is not None:
-        from panoptic_detr.viz.overlay import overlay
-
-        all_q = expl.keep.tolist()
-        masks = expl.binary_masks()
-        ids = expl.panoptic.id_map_numpy()
-        ov = overlay(expl.image, ids, expl.panoptic.segments_info, cats)
-        figs["masks"] = binary_masks_figure(
-            expl.image, masks, [int(expl.labels[q]) for q in all_q], [float(expl.scores[q]) for q in all_q], all_q,
-            ids, expl.panoptic.segments_info, ov, cats)
-
-    cfg = expl.config
-    if cfg is None:
-        raise PanopticDetrError("explain: the model has no .config; build it with build_model or load_model")
-    figs["diagram"] = network_diagram_figure(network_shapes(cfg, expl.processed_size, expl.original_size))
-    return figs
-
-
-def captions(expl: Explanation, query_stats: QueryBoxes | None, query_source: str = "") -> dict:
-    cfg = expl.config
-    vals = dict(
-        stride=expl.stride, vh=expl.valid_size[0], vw=expl.valid_size[1], threshold=expl.threshold,
-        n_images=1 if query_stats is None else query_stats.num_images, query_source=query_source,
-        num_queries=expl.num_queries, nheads=getattr(cfg, "nheads", 8), min_area=4,
-        h=expl.processed_size[0], w=expl.processed_size[1], tokens=expl.feature_size[0] * expl.feature_size[1],
-    )
-    return {k: (f, head, text.format(**vals)) for k, (f, head, text) in FIGURES.items()}
-
-
-def write_explanation(
-    out_dir: str | os.PathLike,
-    expl: Explanation,
-    points: Sequence[tuple[float, float]] | None = None,
-    query_stats: QueryBoxes | None = None,
-    query_source: str = "",
-    num_queries: int = 20,
-    source: dict | None = None,
-    dpi: int = 110,
-) -> list[Path]:
-    """Render every figure into `out_dir` (which must exist) plus `index.html`; returns
-    the written paths."""
-    from panoptic_detr.viz.figures import save_figure
-    from panoptic_detr.viz.html import write_index
-
-    out_dir = Path(out_dir)
-    figs = render_figures(expl, points, query_stats, num_queries)
-    caps = captions(expl, query_stats, query_source)
-    written, entries = [], []
-    for key, fig in figs.items():
-        fname, head, text = caps[key]
-        save_figure(fig, out_dir / fname, dpi=dpi)
-        written.append(out_dir / fname)
-        entries.append((fname, head, text))
-    fig = None
-    figs.clear()
-    meta = dict(source or {})
-    H, W = expl.original_size
-    meta.setdefault("image size", f"{W} x {H} pixels (network input {expl.processed_size[1]} x {expl.processed_size[0]})")
-    meta.setdefault("detected", f"{len(expl.keep)} of {expl.num_queries} queries above {expl.threshold:g}")
-    objects = [
-        {"query": d["query"], "label": expl.categories.name_of(d["category_id"]), "score": d["score"],
-         "box": d["box"]}
-        for d in expl.kept()
-    ]
-    written.append(write_index(out_dir / "index.html", "How DETR sees this image", entries, meta, objects))
-    return written
-
-
-def write_query_figure(out_dir: str | os.PathLike, stats: QueryBoxes, num_queries: int = 20,
-                       title: str | None = None, caption_source: str = "", dpi: int = 110) -> list[Path]:
-    """Figure 3 alone (for `explain-queries`): the PNG and a small `index.html`."""
-    from panoptic_detr.viz.figures import save_figure
-    from panoptic_detr.viz.html import write_index
-    from panoptic_detr.viz.queries import query_boxes_figure
-
-    out_dir = Path(out_dir)
-    q = int(stats.boxes.shape[1])
-    fig = query_boxes_figure(stats.boxes, min(num_queries, q), title=title)
-    fname, head, text = FIGURES["queries"]
-    save_figure(fig, out_dir / fname, dpi=dpi)
-    text = text.format(n_images=stats.num_images, query_source=caption_source)
-    index = write_index(out_dir / "index.html", "Where the queries look", [(fname, head, text)],
-                        {"images": str(stats.num_images), "queries shown": f"{min(num_queries, q)} of {q}"})
-    return [out_dir / fname, index]
-
-
-# ---------------------------------------------------------------------- the commands
-def sibling_images(image: str | os.PathLike, limit: int) -> list[Path]:
-    """Up to `limit` images of the folder holding `image` (not recursive), `image` first."""
-    from panoptic_detr.data.image_io import is_image_file
-
-    image = Path(image)
-    others = sorted(p for p in image.parent.iterdir() if p.is_file() and is_image_file(p) and p != image)
-    return [image] + others[: max(0, limit - 1)]
-
-
-def explain_to_folder(
-    model,
-    image: str | os.PathLike,
-    out: str | os.PathLike,
-    points: Sequence[tuple[float, float]] | None = None,
-    num_queries: int = 20,
-    threshold: float = 0.85,
-    short_side: int = 800,
-    max_size: int | None = 1333,
-    query_images: str | os.PathLike | None = None,
-    split: str = "val",
-    max_images: int = 8,
-    query_short_side: int | None = None,
-    min_query_images: int = 8,
-    device: str = "cpu",
-    dedup: float | None = None,
-    overwrite: bool = False,
-    source: str | None = None,
-    dpi: int = 110,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """The `explain` command: every figure for `image` and `index.html`, in `out`
-    (built atomically). Figure 3 runs the model over up to `max_images` images of
-    `query_images` (a folder or prepared dataset; default: `image`'s folder) at
-    `query_short_side` (default half of `short_side`); when fewer than
-    min(`min_query_images`, `max_images`) are found, crops of `image` make up the difference."""
-    from panoptic_detr.data.image_io import load_image
-    from panoptic_detr.utils.io import atomic_dir
-
-    say = log or (lambda msg: print(msg, file=sys.stderr))
-    image = Path(image)
-    arr = load_image(image)
-    H, W = arr.shape[:2]
-    for x, y in points or []:
-        if not (0 <= x < W and 0 <= y < H):
-            raise PanopticDetrError(f"--points {x:g},{y:g}: outside the {W} x {H} image {image}")
-    t0 = time.perf_counter()
-    predictor = _preprocessor(model, device, threshold, short_side, max_size, dedup)
-    expl = explain_image(predictor, arr, device=device)
-    t1 = time.perf_counter()
-    say(f"explain: {len(expl.keep)} of {expl.num_queries} queries above {expl.threshold:g} "
-        f"(forward with attention {expl.timings['forward']:.1f} s)")
-
-    paths = images_of(query_images, split) if query_images is not None else sibling_images(image, max_images)
-    paths = paths[:max_images]
-    items: list = list(paths)
-    note = f" from {query_images if query_images is not None else image.parent}"
-    want = min(min_query_images, max_images)
-    if len(items) < want:
-        extra = crops_for_queries(arr, want - len(items) + 1, seed=0)[1:]
-        items += extra
-        note += f" plus {len(extra)} crop{'s' if len(extra) != 1 else ''} of this image"
-    qs = query_short_side or max(32, short_side // 2)
-    note += f", resized to short side {qs}"
-    errors: list[str] = []
-    stats = query_boxes(predictor, items, short_side=qs, max_size=max_size, device=device, on_error=errors.append)
-    for msg in errors:
-        say(f"skipped: {msg}")
-    t2 = time.perf_counter()
-    meta = {"checkpoint": source or "", "image": str(image)}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        written = write_explanation(tmp, expl, points, stats, query_source=" (" + note.strip() + ")",
-                                    num_queries=num_queries, source=meta, dpi=dpi)
-    t3 = time.perf_counter()
-    say(f"explain: {len(written) - 1} figures and index.html in {out} "
-        f"(model {t1 - t0:.1f} s, {stats.num_images} images for figure 3 {t2 - t1:.1f} s, drawing {t3 - t2:.1f} s)")
-    return Path(out) / "index.html"
-
-
-def explain_queries_to_folder(
-    model,
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    num_queries: int = 20,
-    split: str = "val",
-    max_images: int | None = 200,
-    short_side: int = 800,
-    max_size: int | None = 1333,
-    device: str = "cpu",
-    overwrite: bool = False,
-    progress: bool = True,
-    dpi: int = 110,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """The `explain-queries` command: figure 3 over the images of `data` (a folder or a
-    prepared dataset's split), plus the raw boxes (`query_boxes.npz`) and `index.html`."""
-    from panoptic_detr.utils.io import atomic_dir, atomic_path
-
-    say = log or (lambda msg: print(msg, file=sys.stderr))
-    paths = images_of(data, split)
-    if max_images:
-        paths = paths[:max_images]
-    errors: list[str] = []
-    stats = query_boxes(model, paths, short_side=short_side, max_size=max_size, device=device, progress=progress,
-                        on_error=errors.append)
-    for msg in errors:
-        say(f"skipped: {msg}")
-    if stats.num_images == 0:
-        raise PanopticDetrError(f"{data}: no readable image")
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_query_figure(tmp, stats, num_queries, caption_source=f" of {data}", dpi=dpi)
-        with atomic_path(tmp / "query_boxes.npz") as f:
-            with open(f, "wb") as fh:
-                np.savez_compressed(fh, boxes=stats.boxes, scores=stats.scores, labels=stats.labels,
-                                    images=np.array(stats.sources))
-    say(f"explain-queries: {stats.num_images} images, figure in {Path(out) / FIGURES['queries'][0]}")
-    return Path(out) / "index.html"

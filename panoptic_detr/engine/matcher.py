@@ -64,8 +64,4 @@ class HungarianMatcher(nn.Module):
         return result
 
 
-def build_matcher(cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0) -> HungarianMatcher:
-    return HungarianMatcher(cost_class, cost_bbox, cost_giou)
-
-
-__all__ = ["HungarianMatcher", "NonFiniteError", "build_matcher"]
+__all__ = ["HungarianMatcher", "NonFiniteError"]

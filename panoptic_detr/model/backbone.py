@@ -26,12 +26,13 @@ class FrozenBatchNorm2d(nn.Module):
     it, backbones other than the torchvision ResNets can produce NaNs).
     """
 
-    fold = True  # conv_bn folds it into the conv before it (False: a separate pass, as DETR)
-
-    def __init__(self, num_features: int, eps: float = 1e-5):
+    def __init__(self, num_features: int, eps: float = 1e-5, fold: bool = True):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
+        # conv_bn folds it into the conv before it; False: a separate pass, as the official
+        # DETR (bench/train_step.py --unfolded times the two)
+        self.fold = fold
         self.register_buffer("weight", torch.ones(num_features))
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -104,20 +105,80 @@ def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
+def folded_conv_params(conv: nn.Module, bn: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """(weight, bias) of one conv equal to bn(conv(x)), or None when bn cannot be folded.
+
+    A frozen (or eval-mode, with running statistics) batch norm is an affine map per
+    channel, y = x * scale + shift, so bn(conv(x)) is a conv with weight * scale and bias
+    conv.bias * scale + shift. The one rule behind both folds: `conv_bn` (every forward,
+    training too) and `fold_frozen_batchnorm` (once, for inference).
+    """
+    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or conv.groups != 1:
+        return None
+    if isinstance(bn, FrozenBatchNorm2d):
+        scale, shift = bn.scale_shift()
+    elif isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_var is not None:
+        # running statistics: the eval-mode map (inference folds a copy before eval())
+        weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        bias = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+        scale = weight * (bn.running_var + bn.eps).rsqrt()
+        shift = bias - bn.running_mean * scale
+    else:
+        return None
+    weight = conv.weight * scale.to(conv.weight.dtype).reshape(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return weight, bias.to(weight.dtype)
+
+
 def conv_bn(conv: nn.Module, bn: nn.Module, x: Tensor) -> Tensor:
-    """bn(conv(x)); a frozen batch norm is folded into the conv's weight and bias first.
+    """bn(conv(x)); a frozen batch norm (with `fold` on) is folded into the conv first.
 
     The fold costs one pass over the (small) weight instead of two passes over the (large)
     activation, one forward and one backward (measured: 1.03x on an r50 training step on
     CPU, bench/train_step.py --unfolded). Values change by float rounding only; the
     weights and keys do not.
     """
-    if isinstance(bn, FrozenBatchNorm2d) and bn.fold and isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros":
-        scale, shift = bn.scale_shift()
-        weight = conv.weight * scale.to(conv.weight.dtype).reshape(-1, 1, 1, 1)
-        bias = shift if conv.bias is None else conv.bias * scale + shift
-        return F.conv2d(x, weight, bias.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+    params = folded_conv_params(conv, bn) if isinstance(bn, FrozenBatchNorm2d) and bn.fold else None
+    if params is not None:
+        return F.conv2d(x, params[0], params[1], conv.stride, conv.padding, conv.dilation, conv.groups)
     return bn(conv(x))
+
+
+def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose ResNet batch norms are folded into the convs before them.
+
+    In the ResNet blocks every `convN` is followed directly by `bnN` (and `downsample` is
+    `Sequential(conv, bn)`): each pair becomes one conv with a bias (`folded_conv_params`)
+    and an Identity. For inference: it removes the per-forward fold of `conv_bn` (and,
+    for eval-mode BatchNorm2d, two full passes over every backbone activation). Values
+    change only by float rounding. The model passed in is not modified.
+    """
+    import copy
+
+    def fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        params = folded_conv_params(conv, bn)
+        if params is None:
+            return
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, bias=True).to(conv.weight.device, conv.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(params[0])
+            fused.bias.copy_(params[1])
+        fused.requires_grad_(False)
+        setattr(parent, conv_name, fused)
+        setattr(parent, bn_name, nn.Identity())
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        if isinstance(module, (ResNet, BasicBlock, Bottleneck)):
+            for i in (1, 2, 3):
+                if hasattr(module, f"conv{i}") and hasattr(module, f"bn{i}"):
+                    fold(module, f"conv{i}", f"bn{i}")
+            down = getattr(module, "downsample", None)
+            if isinstance(down, nn.Sequential) and len(down) == 2:
+                fold(down, "0", "1")
+    return model
 
 
 def _shortcut(downsample: nn.Module | None, x: Tensor) -> Tensor:

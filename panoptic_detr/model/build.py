@@ -50,3 +50,23 @@ def build_model(preset_or_config: str | dict | ModelConfig = "r50-panoptic", cat
     model.config = cfg
     model.categories = categories
     return model.eval()
+
+
+def set_speed_options(model: nn.Module, fold_frozen_bn: bool | None = None, fast_dropout: bool | None = None) -> None:
+    """Switch the model's CPU speed choices (None leaves one as it is).
+
+    fold_frozen_bn: fold each FrozenBatchNorm2d into the conv before it on every forward
+        (`backbone.conv_bn`); False: a separate pass, as the official DETR.
+    fast_dropout: the cheap dropout mask (`model/dropout.py`) and the training attention
+        that uses it; False: torch's `F.dropout` and attention, as the official DETR.
+    Both change float rounding / random masks only, never the weights; on by default.
+    The benches pass False to time the official choices.
+    """
+    from panoptic_detr.model.backbone import FrozenBatchNorm2d
+    from panoptic_detr.model.dropout import Dropout
+
+    for module in model.modules():
+        if fold_frozen_bn is not None and isinstance(module, FrozenBatchNorm2d):
+            module.fold = fold_frozen_bn
+        if fast_dropout is not None and isinstance(module, Dropout):
+            module.fast = fast_dropout

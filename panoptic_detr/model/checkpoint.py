@@ -1,144 +1,31 @@
-"""Reading and writing model checkpoints, safely.
+"""Loading weights into models: one pipeline for every checkpoint kind.
 
-- `.pth` (and any other non-safetensors file) is read with `torch.load(weights_only=True)`:
-  tensors, containers and plain values only. A file that needs arbitrary unpickling (one that
-  could run code) is refused with a CheckpointError; nothing in it runs.
-- `.safetensors` holds the state dict; the config and categories live in its metadata as JSON.
-- Official DETR files are `{"model": state_dict}`; ours add `config` (ModelConfig as a dict)
-  and `categories` (a list of category dicts). Hugging Face DETR state dicts are recognised
-  and converted (`hf_import`).
+`load_weights(model, checkpoint)` fits any DETR checkpoint to a given model: official DETR
+files, Hugging Face DETR weights (`hf_import`), ours (`.pth` / `.safetensors`, training
+checkpoints included), saved from a DistributedDataParallel wrapper or not, detection or
+panoptic, for the same categories or others (the class head is adapted by category name).
+`load_model(path)` builds the model a checkpoint describes and calls it; the trainer's
+`--init` calls it on the model of the train config. Reading and writing the files
+themselves is `checkpoint_io`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import pickle
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from panoptic_detr.errors import CheckpointError, ConfigError
+from panoptic_detr.model.checkpoint_io import MAX_LISTED, load_checkpoint, save_model
 from panoptic_detr.model.config import RESNETS, ModelConfig, from_values
 
-# How many names an error message lists before "... (N more)".
-_MAX_LISTED = 6
-
-
-# --------------------------------------------------------------------------------------------
-# Reading files
-
-
-def _find_in_folder(path: Path) -> Path:
-    """A Hugging Face model folder: its weights file."""
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (path / name).is_file():
-            return path / name
-    raise CheckpointError(f"{path}: a folder without model.safetensors or pytorch_model.bin")
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """The checkpoint as a dict with the state dict under `model` (plus `config`, `categories`
-    and any other entries the file has). Never unpickles objects."""
-    path = Path(path)
-    if path.is_dir():
-        path = _find_in_folder(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    if path.suffix == ".safetensors":
-        ckpt = _load_safetensors(path)
-    else:
-        ckpt = _load_torch(path)
-    return _normalise(ckpt, path)
-
-
-def _load_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        tensors = {}
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            for k in f.keys():
-                tensors[k] = f.get_tensor(k)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    ckpt: dict = {"model": tensors}
-    for key in ("config", "categories", "extra"):
-        if key in metadata:
-            try:
-                ckpt[key] = json.loads(metadata[key])
-            except json.JSONDecodeError:
-                raise CheckpointError(f"{path}: metadata '{key}' is not valid JSON") from None
-    extra = ckpt.pop("extra", None)
-    if isinstance(extra, dict):
-        for k, v in extra.items():
-            ckpt.setdefault(k, v)
-    return ckpt
-
-
-def _safe_globals() -> list:
-    """Plain-data classes some training scripts store: the official DETR trainer saves its
-    argparse Namespace, others numpy scalars. Rebuilding them only sets attributes or reads
-    raw bytes (no code runs), so they are allowed."""
-    allowed: list = [argparse.Namespace]
-    try:
-        import numpy as np
-
-        scalar = getattr(getattr(np, "_core", None), "multiarray", None) or np.core.multiarray
-        allowed += [scalar.scalar, np.dtype]
-        allowed += [getattr(np.dtypes, n) for n in dir(getattr(np, "dtypes", object())) if n.endswith("DType")]
-    except Exception:  # numpy missing or laid out differently: just fewer allowed classes
-        pass
-    return allowed
-
-
-def _load_torch(path: Path):
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "Weights only load failed" in msg:
-            m = re.search(r"(?:Unsupported global|Unsupported operand)[^\n]*?GLOBAL ([\w.]+)", msg) or \
-                re.search(r"GLOBAL ([\w.]+)", msg)
-            what = f" (it refers to {m[1]})" if m else ""
-            raise CheckpointError(
-                f"{path}: this file needs arbitrary unpickling{what}, which could run code, and was refused; "
-                f"only checkpoints of tensors and plain values are loaded (re-save the state dict, "
-                f"or convert it to .safetensors, from a trusted environment)") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unrecognised file format)") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, IndexError, TypeError) as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "central directory" in detail or isinstance(e, EOFError):
-            detail = "the file is truncated or corrupt"
-        elif isinstance(e, KeyError) or "load key" in detail:
-            detail = "unrecognised file format"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {detail[:200]}") from None
-
-
-def _is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
-
-
-def _normalise(obj, path: Path) -> dict:
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: not a checkpoint (a {type(obj).__name__}, expected a dict with a state dict)")
-    if _is_state_dict(obj.get("model")):
-        return dict(obj)
-    for key in ("state_dict", "model_state_dict"):
-        if _is_state_dict(obj.get(key)):
-            ckpt = {k: v for k, v in obj.items() if k != key}
-            ckpt["model"] = obj[key]
-            return ckpt
-    if _is_state_dict(obj):
-        return {"model": obj}
-    raise CheckpointError(f"{path}: no state dict found (expected tensors under 'model'); "
-                          f"top-level keys: {', '.join(map(str, list(obj)[:_MAX_LISTED]))}")
+# The prefixes a panoptic model adds around DETR: its DETR part, and its mask layers (left at
+# their fresh initialisation when the weights come from a detection checkpoint).
+DETR_PREFIX = "detr."
+MASK_PREFIXES = ("bbox_attention.", "mask_head.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,8 +91,8 @@ def infer_config(sd: dict, preset: str | None = None, name_hint: str = "") -> Mo
 
 
 def _listing(label: str, items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = f" ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    shown = ", ".join(items[:MAX_LISTED])
+    more = f" ... ({len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
     return f"{len(items)} {label}: {shown}{more}"
 
 
@@ -264,22 +151,101 @@ def adapt_state_dict(sd: dict, num_classes: int, old_categories=None, new_catego
 
 
 # --------------------------------------------------------------------------------------------
-# Models
+# Loading weights into a model
 
 
-def _default_categories(num_classes: int):
-    """The categories of the official COCO checkpoints (250: COCO panoptic, 91: COCO things)."""
-    from panoptic_detr.data.categories import CategoryList, coco_panoptic_categories
+@dataclass
+class LoadReport:
+    """What `load_weights` did (for a log line)."""
 
-    if num_classes == 250:
-        return coco_panoptic_categories()
-    if num_classes == 91:
-        return CategoryList(c for c in coco_panoptic_categories() if c.isthing)
-    return None
+    source_classes: int | None  # the checkpoint's class count (None: it has no class head)
+    target_classes: int  # the model's
+    source_categories: object | None  # the checkpoint's CategoryList, else COCO's for 250 / 91 classes
+    adapted: bool  # the class head was re-initialised (rows carried over by name)
+    kept_by_name: int  # classes whose rows were carried over by name
+    fresh: tuple[str, ...]  # prefixes left at their initialisation (a detection checkpoint's mask head)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+
+def checkpoint_state_dict(ckpt: dict) -> dict[str, Tensor]:
+    """The state dict of a checkpoint (from `load_checkpoint`) in the official DETR layout:
+    the `module.` of a DistributedDataParallel wrapper removed, Hugging Face names converted."""
+    from panoptic_detr.model.hf_import import convert_hf_state_dict, is_hf_state_dict
+
+    sd = ckpt["model"]
+    if sd and all(k.startswith("module.") for k in sd):  # saved from a DistributedDataParallel wrapper
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    if is_hf_state_dict(sd):
+        sd = convert_hf_state_dict(sd)
+    return sd
+
+
+def checkpoint_categories(ckpt: dict, where: str):
+    """The categories a checkpoint names (a CategoryList), else None."""
+    from panoptic_detr.data.categories import CategoryList
+
+    if not ckpt.get("categories"):
+        return None
+    return CategoryList.from_json(ckpt["categories"], where=f"{where}: categories")
+
+
+def fit_head_layout(sd: dict, panoptic: bool) -> tuple[dict, tuple[str, ...]]:
+    """`sd` keyed for a panoptic model (`panoptic`) or a detection model, and the prefixes
+    the model keeps fresh: detection weights go under `detr.` (the mask layers stay fresh);
+    panoptic weights give a detection model their `detr.` part."""
+    sd_panoptic = is_panoptic_state_dict(sd)
+    if panoptic and not sd_panoptic:
+        return {f"{DETR_PREFIX}{k}": v for k, v in sd.items()}, MASK_PREFIXES
+    if not panoptic and sd_panoptic:
+        return {k[len(DETR_PREFIX):]: v for k, v in sd.items() if k.startswith(DETR_PREFIX)}, ()
+    return sd, ()
 
 
 def _same_categories(a, b) -> bool:
     return [(c.id, c.name) for c in a] == [(c.id, c.name) for c in b]
+
+
+def load_weights(model: nn.Module, checkpoint: str | Path | dict, categories=None, strict: bool = True,
+                 where: str | None = None) -> LoadReport:
+    """Load a checkpoint's weights into `model` (built already, for `categories` if given).
+
+    checkpoint: a path (any file or folder `load_checkpoint` reads) or its dict.
+    The class head is adapted (`adapt_state_dict`) when the class counts differ or both
+    sides name different categories; the checkpoint's categories are its own, else COCO's
+    for the official class counts (`data.categories.official_categories`). Strict: ONE
+    CheckpointError lists every key that does not fit.
+    """
+    from panoptic_detr.data.categories import official_categories
+
+    if isinstance(checkpoint, dict):
+        ckpt, where = checkpoint, where or "checkpoint"
+    else:
+        ckpt, where = load_checkpoint(checkpoint), where or str(checkpoint)
+    panoptic = hasattr(model, "mask_head")
+    sd, fresh = fit_head_layout(checkpoint_state_dict(ckpt), panoptic)
+    key = f"{DETR_PREFIX if panoptic else ''}class_embed.weight"
+    target_classes = int(model.state_dict()[key].shape[0]) - 1
+    if key not in sd and strict:
+        raise CheckpointError(f"{where}: not a DETR checkpoint (no {key})")
+    source_classes = int(sd[key].shape[0]) - 1 if key in sd else None
+    source_cats = checkpoint_categories(ckpt, where)
+    if source_cats is None and source_classes is not None:
+        source_cats = official_categories(source_classes)
+    recategorise = categories is not None and source_cats is not None and not _same_categories(categories, source_cats)
+    adapted = source_classes is not None and (target_classes != source_classes or recategorise)
+    kept = 0
+    if adapted:
+        sd = adapt_state_dict(sd, target_classes, source_cats, categories)
+        if source_cats is not None and categories is not None:
+            kept = sum(1 for c in categories if c.name in source_cats.by_name)
+    result = load_state_dict_checked(model, sd, strict=strict, where=where, fresh_prefixes=fresh)
+    return LoadReport(source_classes, target_classes, source_cats, adapted, kept, fresh, **result)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
 
 
 def load_model(path: str | Path, preset: str | None = None, num_classes: int | None = None, categories=None,
@@ -293,31 +259,21 @@ def load_model(path: str | Path, preset: str | None = None, num_classes: int | N
     `.categories` is `categories`, else the checkpoint's, else COCO's for the official class
     counts (250 panoptic, 91 detection).
     """
-    from panoptic_detr.data.categories import CategoryList
+    from panoptic_detr.data.categories import official_categories
     from panoptic_detr.model.build import build_from_config
-    from panoptic_detr.model.hf_import import convert_hf_state_dict, is_hf_state_dict
 
     path = Path(path)
     where = str(path)
     ckpt = load_checkpoint(path)
-    sd = ckpt["model"]
-    if sd and all(k.startswith("module.") for k in sd):  # saved from a DistributedDataParallel wrapper
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    if is_hf_state_dict(sd):
-        sd = convert_hf_state_dict(sd)
-
-    saved_cats = None
-    if ckpt.get("categories"):
-        saved_cats = CategoryList.from_json(ckpt["categories"], where=f"{where}: categories")
-    if isinstance(ckpt.get("config"), dict):
+    has_config = isinstance(ckpt.get("config"), dict)
+    if has_config:
         try:
             ckpt_cfg = from_values(ckpt["config"], where=f"{where}: config")
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
     else:
-        ckpt_cfg = infer_config(sd, preset=preset, name_hint=str(path))
+        ckpt_cfg = infer_config(checkpoint_state_dict(ckpt), preset=preset, name_hint=where)
 
-    has_config = isinstance(ckpt.get("config"), dict)
     cfg = ckpt_cfg
     if preset and not has_config:
         cfg = ModelConfig.from_preset(preset)
@@ -328,87 +284,20 @@ def load_model(path: str | Path, preset: str | None = None, num_classes: int | N
         categories.num_classes if categories is not None else ckpt_cfg.num_classes)
     cfg = cfg.replace(num_classes=target_classes)
 
-    # Detection weights into a panoptic model, or the DETR part of panoptic weights alone.
-    fresh: tuple[str, ...] = ()
-    panoptic_sd = is_panoptic_state_dict(sd)
-    if cfg.masks and not panoptic_sd:
-        sd = {f"detr.{k}": v for k, v in sd.items()}
-        fresh = ("bbox_attention.", "mask_head.")
-    elif not cfg.masks and panoptic_sd:
-        sd = {k[len("detr."):]: v for k, v in sd.items() if k.startswith("detr.")}
-
-    if saved_cats is None and categories is not None and ckpt_cfg.num_classes in (91, 250):
-        saved_cats = _default_categories(ckpt_cfg.num_classes)
-    recategorise = categories is not None and saved_cats is not None and not _same_categories(categories, saved_cats)
-    if target_classes != ckpt_cfg.num_classes or recategorise:
-        sd = adapt_state_dict(sd, target_classes, saved_cats, categories)
-
     model = build_from_config(cfg)
-    load_state_dict_checked(model, sd, strict=strict, where=where, fresh_prefixes=fresh)
+    report = load_weights(model, ckpt, categories=categories, strict=strict, where=where)
     model.config = cfg
     if categories is not None:
         model.categories = categories
-    elif saved_cats is not None and target_classes == ckpt_cfg.num_classes:
-        model.categories = saved_cats
     elif target_classes == ckpt_cfg.num_classes:
-        model.categories = _default_categories(target_classes)
+        model.categories = report.source_categories if report.source_categories is not None else (
+            official_categories(target_classes))
     else:
         model.categories = None
     return model.to(device).eval()
 
 
-def save_model(path: str | Path, model: nn.Module, categories=None, extra: dict | None = None,
-               half: bool = False) -> Path:
-    """Write `model` atomically as `.safetensors` (config, categories and `extra` as JSON metadata;
-    `half` stores floating tensors as float16) or as a torch file (`.pth`: a dict with `model`,
-    `config`, `categories` and the entries of `extra`, all loadable with weights_only=True)."""
-    from panoptic_detr.utils.io import atomic_path
-
-    path = Path(path)
-    categories = categories if categories is not None else getattr(model, "categories", None)
-    cfg = getattr(model, "config", None)
-    cfg_dict = cfg.to_dict() if cfg is not None else None
-    cats_json = categories.to_json() if categories is not None else None
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    extra = dict(extra or {})
-    reserved = {"model", "config", "categories"} & set(extra)
-    if reserved:
-        raise ValueError(f"save_model: extra may not use the reserved key(s) {sorted(reserved)}")
-    with atomic_path(path) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            if half:
-                sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-            metadata = {"format": "pt"}
-            if cfg_dict is not None:
-                metadata["config"] = json.dumps(cfg_dict)
-            if cats_json is not None:
-                metadata["categories"] = json.dumps(cats_json)
-            if extra:
-                metadata["extra"] = json.dumps(extra)
-            save_file(sd, str(tmp), metadata=metadata)
-        else:
-            if half:
-                raise ValueError("save_model: half=True is for .safetensors files")
-            obj = {"model": sd}
-            if cfg_dict is not None:
-                obj["config"] = cfg_dict
-            if cats_json is not None:
-                obj["categories"] = cats_json
-            obj.update(extra)
-            torch.save(obj, tmp)
-    return path
-
-
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts."""
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-    return trainable, frozen
-
-
 __all__ = [
-    "load_checkpoint", "load_model", "save_model", "adapt_state_dict", "infer_config", "load_state_dict_checked",
-    "is_panoptic_state_dict", "count_parameters",
+    "load_checkpoint", "load_model", "load_weights", "LoadReport", "save_model", "adapt_state_dict", "infer_config",
+    "load_state_dict_checked", "is_panoptic_state_dict", "checkpoint_state_dict", "fit_head_layout",
 ]

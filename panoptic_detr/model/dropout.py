@@ -50,9 +50,16 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` (same arguments, no parameters) using `dropout` above."""
+    """`nn.Dropout` (same arguments, no parameters) using `dropout` above.
 
-    fast = True  # False: torch's F.dropout (and torch's attention), the bench's reference
+    fast: False uses torch's `F.dropout` (and the transformer layer holding it uses
+    torch's attention), the official code's choice that `bench/train_step.py
+    --torch-dropout` times against ours (`model.build.set_speed_options`).
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, fast: bool = True):
+        super().__init__(p, inplace)
+        self.fast = fast
 
     def forward(self, x: Tensor) -> Tensor:
         if self.inplace or not self.fast:

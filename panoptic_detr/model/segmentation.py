@@ -175,12 +175,9 @@ class DETRsegm(nn.Module):
     `masks_for_queries` computes the masks of chosen queries only.
     """
 
-    def __init__(self, detr: DETR, freeze_detr: bool = False, mask_attention: str = "softmax"):
+    def __init__(self, detr: DETR, mask_attention: str = "softmax"):
         super().__init__()
         self.detr = detr
-        if freeze_detr:
-            for p in self.parameters():
-                p.requires_grad_(False)
         hidden_dim, nheads = detr.transformer.d_model, detr.transformer.nhead
         self.bbox_attention = MHAttentionMap(hidden_dim, hidden_dim, nheads, density=mask_attention == "density")
         c1, c2, c3, _ = detr.backbone.channels

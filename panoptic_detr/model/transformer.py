@@ -26,10 +26,12 @@ def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
 
 
-def _attend(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+def _attend(attn: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None,
+            fast_dropout: bool = True) -> Tensor:
     # Training on CPU with attention dropout: the same attention with a cheaper dropout mask
     # (model/dropout.py); elsewhere torch's own (fused kernels on GPU, fast path in eval).
-    if attn.training and attn.dropout > 0 and q.device.type == "cpu" and Dropout.fast:
+    # `fast_dropout` is the layer's own Dropout setting (False: torch's, as the official code).
+    if attn.training and attn.dropout > 0 and q.device.type == "cpu" and fast_dropout:
         return multihead_attention(attn, q, k, v, key_padding_mask)
     return attn(q, k, v, key_padding_mask=key_padding_mask, need_weights=False)[0]
 
@@ -50,7 +52,7 @@ class TransformerEncoderLayer(nn.Module):
 
     def forward(self, src: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         q = k = _with_pos(src, pos)
-        attn = _attend(self.self_attn, q, k, src, key_padding_mask)
+        attn = _attend(self.self_attn, q, k, src, key_padding_mask, fast_dropout=self.dropout.fast)
         if self.recorder is not None:
             self.recorder.encoder.append(attention_weights(self.self_attn, q, k, key_padding_mask))
         src = self.norm1(src + self.dropout1(attn))
@@ -78,11 +80,11 @@ class TransformerDecoderLayer(nn.Module):
     def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor | None = None,
                 pos: Tensor | None = None, query_pos: Tensor | None = None) -> Tensor:
         q = k = _with_pos(tgt, query_pos)
-        attn = _attend(self.self_attn, q, k, tgt)
+        attn = _attend(self.self_attn, q, k, tgt, fast_dropout=self.dropout.fast)
         tgt = self.norm1(tgt + self.dropout1(attn))
 
         q, k = _with_pos(tgt, query_pos), _with_pos(memory, pos)
-        attn = _attend(self.multihead_attn, q, k, memory, memory_key_padding_mask)
+        attn = _attend(self.multihead_attn, q, k, memory, memory_key_padding_mask, fast_dropout=self.dropout.fast)
         if self.recorder is not None:
             self.recorder.decoder.append(attention_weights(self.multihead_attn, q, k, memory_key_padding_mask))
         tgt = self.norm2(tgt + self.dropout2(attn))

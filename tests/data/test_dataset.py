@@ -24,7 +24,7 @@ def test_reads_prepared_split_without_crowd(prepared):
     assert len(ds) == 3 and ds.num_classes == 5
     assert ds.categories.names() == ["box", "disc", "sky", "ground"]
     image, target = ds.load(0)
-    assert image.shape == (3, 40, 56) and 0 <= image.min() and image.max() <= 1
+    assert image.shape == (3, 40, 56) and 0 <= image.min() and image.max() <= 255 and torch.equal(image, image.round())
     import json
 
     ann = json.loads((prepared / "annotations" / "panoptic_train.json").read_text())["annotations"]

@@ -12,7 +12,8 @@ from panoptic_detr.cli import main
 from panoptic_detr.data.categories import Category, CategoryList
 from panoptic_detr.data.formats.coco_panoptic import rgb2id
 from panoptic_detr.engine.inference import panoptic_inference, select_queries
-from panoptic_detr.engine.predict import Predictor, resize_shape
+from panoptic_detr.data.preprocess import resize_shape
+from panoptic_detr.engine.predict import Predictor
 
 from panoptic_detr.errors import PanopticDetrError
 
@@ -86,15 +87,6 @@ def images():
         "b": noise_image(130, 100, 1),  # portrait, larger: would pad "a" in a batch
         "c": noise_image(60, 90, 2),  # same size as "a"
     }
-
-
-def test_resize_shape_as_detr():
-    assert resize_shape(600, 800) == (800, 1066)
-    assert resize_shape(480, 640) == (800, 1066)
-    assert resize_shape(100, 1000) == (133, 1330)  # as DETR: short side round(133.3)
-    assert resize_shape(800, 600) == (1066, 800)
-    assert resize_shape(800, 800) == (800, 800)
-    assert resize_shape(1, 5000)[0] >= 1
 
 
 def test_prediction_has_segments_of_both_kinds(model, images):
@@ -266,7 +258,7 @@ def test_cli_user_errors(checkpoint, tmp_path, capsys):
 
 
 def test_predictor_leaves_the_model_alone(model, images):
-    from panoptic_detr.engine.predict import fold_batchnorm
+    from panoptic_detr.model.backbone import fold_frozen_batchnorm
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
@@ -277,7 +269,7 @@ def test_predictor_leaves_the_model_alone(model, images):
         assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     finally:
         model.eval()
-    folded = fold_batchnorm(model)
+    folded = fold_frozen_batchnorm(model)
     x, _ = Predictor(model, fold_bn=False, **SIZE).preprocess(images["a"])
     with torch.inference_mode():
         a, b = model(x[None]), folded(x[None])

@@ -78,7 +78,7 @@ def test_evaluate_model_equals_pq_compute_on_its_files(tmp_path):
     root, preds = write_dataset(tmp_path / "ds")
     stub = StubPredictor(preds)
     out = tmp_path / "out"
-    m = evaluate_model(None, root, out_dir=out, batch_size=3, predictor=stub, progress=False)
+    m = evaluate_model(stub, root, out_dir=out, batch_size=3, progress=False)
     assert stub.batches == [3, 1]
     gt = (root / "annotations" / "panoptic_val.json", root / "panoptic" / "val")
     files = pq_compute(*gt, out / "predictions.json", out / "predictions")
@@ -94,13 +94,13 @@ def test_evaluate_model_equals_pq_compute_on_its_files(tmp_path):
     json.dumps(m)
 
     # no out_dir: a temporary folder; batch size changes nothing
-    m2 = evaluate_model(None, root, batch_size=1, predictor=StubPredictor(preds), progress=False)
+    m2 = evaluate_model(StubPredictor(preds), root, batch_size=1, progress=False)
     assert m2 == m
 
 
 def test_without_instances_json_no_ap(tmp_path):
     root, preds = write_dataset(tmp_path / "ds", n=2, instances=False)
-    m = evaluate_model(None, root, predictor=StubPredictor(preds), progress=False)
+    m = evaluate_model(StubPredictor(preds), root, progress=False)
     assert set(m) == {"panoptic"}
 
 
@@ -110,16 +110,16 @@ def test_unknown_split_and_foreign_categories(tmp_path):
 
     root, preds = write_dataset(tmp_path / "ds", n=1, instances=False)
     with pytest.raises(PanopticDetrError, match="panoptic_test.json: not found"):
-        evaluate_model(None, root, split="test", predictor=StubPredictor(preds), progress=False)
+        evaluate_model(StubPredictor(preds), root, split="test", progress=False)
     stub = StubPredictor(preds)
     stub.categories = CategoryList.from_json([{"id": 99, "name": "alien"}])
     with pytest.raises(PanopticDetrError, match="does not have: 99 \\(alien\\)"):
-        evaluate_model(None, root, predictor=stub, progress=False)
+        evaluate_model(stub, root, progress=False)
 
 
 def test_format_metrics_table(tmp_path):
     root, preds = write_dataset(tmp_path / "ds", n=2)
-    m = evaluate_model(None, root, predictor=StubPredictor(preds), progress=False)
+    m = evaluate_model(StubPredictor(preds), root, progress=False)
     text = format_metrics(m)
     lines = text.splitlines()
     assert lines[0].split() == ["PQ", "SQ", "RQ", "N"]
@@ -174,8 +174,11 @@ def write_tiny_dataset(root: Path) -> Path:
 def test_tiny_model_end_to_end(tmp_path, tiny_model):
     root = write_tiny_dataset(tmp_path / "ds")
     out = tmp_path / "out"
-    tiny_model.train()  # as during training's periodic evaluation: put back afterwards
-    m = evaluate_model(tiny_model, root, out_dir=out, threshold=0.0, short_side=64, max_size=96, progress=False)
+    from panoptic_detr.engine.predict import Predictor
+
+    tiny_model.train()  # as during training's periodic evaluation: the Predictor works on a copy
+    predictor = Predictor(tiny_model, threshold=0.0, short_side=64, max_size=96)
+    m = evaluate_model(predictor, root, out_dir=out, progress=False)
     assert tiny_model.training
     tiny_model.eval()
     gt = (root / "annotations" / "panoptic_val.json", root / "panoptic" / "val")
@@ -215,7 +218,7 @@ def test_command_scores_prediction_files(tmp_path, capsys):
 
 def test_command_with_instances(tmp_path, capsys):
     root, preds = write_dataset(tmp_path / "ds", n=2)
-    evaluate_model(None, root, out_dir=tmp_path / "p", predictor=StubPredictor(preds), progress=False)
+    evaluate_model(StubPredictor(preds), root, out_dir=tmp_path / "p", progress=False)
     code = main([
         "evaluate", "--predictions", str(tmp_path / "p" / "predictions.json"), str(tmp_path / "p" / "predictions"),
         "--ground-truth", str(root / "annotations" / "panoptic_val.json"), str(root / "panoptic" / "val"),

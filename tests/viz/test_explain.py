@@ -8,7 +8,8 @@ from PIL import Image
 
 from explain_support import FIRING, SHORT_SIDE, THRESHOLD, shared_model, scene
 from panoptic_detr.cli import main
-from panoptic_detr.engine.explain import FIGURES, images_of
+from panoptic_detr.commands._explain_output import images_of
+from panoptic_detr.viz.explain_figures import FIGURES
 from panoptic_detr.viz.html import referenced_images
 
 

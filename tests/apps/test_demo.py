@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from panoptic_detr.engine.demo import BASE_MODEL, Demo, DemoConfig
+from panoptic_detr.apps.demo import BASE_MODEL, Demo, DemoConfig
 
 
 @pytest.mark.skipif(not BASE_MODEL.exists(), reason="the shipped base model is missing")

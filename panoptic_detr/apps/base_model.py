@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from panoptic_detr.engine.demo import BASE_MODEL, EVAL_DEDUP, EVAL_SHORT_SIDE, EVAL_THRESHOLD, RESOURCES, Demo, DemoConfig, peak_memory_mb
+from panoptic_detr.apps.demo import BASE_MODEL, EVAL_DEDUP, EVAL_SHORT_SIDE, EVAL_THRESHOLD, RESOURCES, Demo, DemoConfig, peak_memory_mb
+from panoptic_detr.data.prepared import PreparedDataset
 from panoptic_detr.errors import PanopticDetrError
 
 
@@ -46,7 +47,7 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
         ["prepare", "--class-map", RESOURCES / "base-class-map.yaml", "--out", dataset, "--things", raw / "things",
          "--stuff-truth", raw / "stuff" / "panoptic.json", raw / "stuff" / "panoptic", "--seed", cfg.seed,
          "--overwrite"],
-        done=dataset / "dataset.yaml",
+        done=PreparedDataset(dataset).dataset_yaml,
     )
     model = train_dir / "model_final.pth"
     runner._run(

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from panoptic_detr.data.prepared import PreparedDataset
 from panoptic_detr.errors import PanopticDetrError
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -138,7 +139,7 @@ class Demo:
         if use_base:
             prepare += ["--stuff-from", cfg.base_model, "--teacher-short-side", cfg.size.split("x")[0],
                         "--teacher-threshold", EVAL_THRESHOLD, "--teacher-dedup", EVAL_DEDUP]
-        self._run("prepare", prepare, done=self.dataset / "dataset.yaml")
+        self._run("prepare", prepare, done=PreparedDataset(self.dataset).dataset_yaml)
 
         train = ["train", "--data", self.dataset, "--out", self.train_dir, "--config", cfg.train_config,
                  "--stage", "joint", "--epochs", cfg.epochs, "--seed", cfg.seed]
@@ -156,7 +157,7 @@ class Demo:
              "--short-side", EVAL_SHORT_SIDE, "--threshold", EVAL_THRESHOLD, "--dedup", EVAL_DEDUP],
             done=self.eval_dir / "metrics.json",
         )
-        val_images = self.dataset / "images" / "val"
+        val_images = PreparedDataset(self.dataset).split("val").images_dir
         self._run(
             "predict",
             ["predict", self.model_path, val_images, "--out", self.predict_dir, "--short-side", EVAL_SHORT_SIDE,
