@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import panopticapi_reference as reference  # noqa: E402
 import pq_synthetic as synth  # noqa: E402
 from panoptic_detr.data.formats import png_decode  # noqa: E402
-from panoptic_detr.evaluation.panoptic_quality import _read_packed, pq_compute  # noqa: E402
+from panoptic_detr.evaluation.panoptic_quality import pq_compute  # noqa: E402
 
 
 def interleaved_best_times(fns: dict, repeat: int) -> dict[str, tuple[float, float]]:
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
 
         def decode_all(release_gil: bool) -> None:
             for f in files:  # one image at a time: keeping them all would time page faults
-                _read_packed(f, str(f), release_gil)
+                png_decode.read_packed_rgb(f, str(f), release_gil)
 
         fns["PNG decoding alone, PIL (gt + prediction)"] = lambda: decode_all(True)
         if have_spng and png_decode.BACKEND == "pyspng":

@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from panoptic_detr.data.prepare import prepare  # noqa: E402
+from panoptic_detr.data.prepare import PrepareOptions, prepare  # noqa: E402
 
 W, H = 640, 480
 
@@ -64,7 +64,8 @@ def main() -> None:
         tmp = Path(tmp)
         js = make_export(tmp / "raw", args.images)
         t0, c0 = time.perf_counter(), time.process_time()
-        s = prepare("demo", tmp / "ds", things=[js], progress=False, log=lambda m: None, compress_level=args.compress_level)
+        s = prepare(PrepareOptions("demo", tmp / "ds", things=[js], progress=False, compress_level=args.compress_level),
+                    log=lambda m: None)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         n = sum(s.images.values())
         png = sum(p.stat().st_size for p in (tmp / "ds" / "panoptic").rglob("*.png")) / n / 1024

@@ -70,6 +70,41 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return name
 
 
+class PredictionsFolder:
+    """Writes `panoptic/<stem>.png`, `overlays/<stem>.jpg` and, at the end, `predictions.json`."""
+
+    def __init__(self, out_dir: Path, categories, overlays: bool):
+        self.out_dir, self.categories, self.overlays = Path(out_dir), categories, overlays
+        self.used: set[str] = set()
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        (self.out_dir / "panoptic").mkdir(parents=True, exist_ok=True)
+        if overlays:
+            (self.out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+
+    def add(self, path: Path, image, original_size: tuple[int, int], out) -> None:
+        from panoptic_detr.data.formats.coco_panoptic import segments_json, write_id_png
+        from panoptic_detr.utils.io import atomic_path
+        from panoptic_detr.viz.overlay import overlay, save_jpeg
+
+        stem = _unique_stem(path, self.used)
+        png_name = f"{stem}.png"
+        with atomic_path(self.out_dir / "panoptic" / png_name) as tmp:
+            write_id_png(tmp, out.id_map_numpy())
+        if self.overlays:
+            vis = overlay(image, out.id_map, out.segments_info, self.categories)
+            save_jpeg(self.out_dir / "overlays" / f"{stem}.jpg", vis)
+        H, W = original_size
+        self.images.append({"id": stem, "file_name": path.name, "path": str(path), "height": H, "width": W})
+        self.annotations.append({"image_id": stem, "file_name": png_name, "segments_info": segments_json(out.segments_info)})
+
+    def finish(self) -> None:
+        from panoptic_detr.utils.io import write_json
+
+        write_json(self.out_dir / "predictions.json",
+                   {"images": self.images, "annotations": self.annotations, "categories": self.categories.to_json()})
+
+
 def predict_paths(
     predictor,
     inputs: Iterable[str | os.PathLike],
@@ -83,75 +118,41 @@ def predict_paths(
     Writes `panoptic/<stem>.png` (COCO-panoptic ids), `predictions.json` (COCO-panoptic
     results: `annotations` with `image_id`, `file_name`, `segments_info`; plus `images`
     and `categories`) and, with `overlays`, `overlays/<stem>.jpg`. Unreadable files are
-    reported through `log` (one line each) and skipped.
+    reported through `log` (one line each) and skipped. Images are read and predicted
+    `predictor.batch_size` at a time.
     """
     from tqdm import tqdm
 
-    from panoptic_detr.data.formats.coco_panoptic import segments_json, write_id_png
     from panoptic_detr.data.image_io import find_images, load_image
     from panoptic_detr.errors import PanopticDetrError
-    from panoptic_detr.utils.io import atomic_path, write_json
-    from panoptic_detr.viz.overlay import overlay, save_jpeg
 
-    out_dir = Path(out_dir)
     paths, problems = find_images(inputs)
     report = PredictReport()
-    bar = tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-
-    def say(msg: str) -> None:
-        if log is not None:
-            log(msg)
-        else:
-            tqdm.write(msg, file=sys.stderr)
-
+    say = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     for msg in problems:
         report.failed.append(msg)
         say(f"skipped: {msg}")
     if not paths:
-        bar.close()
         return report
-
-    (out_dir / "panoptic").mkdir(parents=True, exist_ok=True)
-    if overlays:
-        (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    images_json, annotations = [], []
-
-    def flush(pending):
-        if not pending:
-            return
-        outs = predictor.predict_tensors([p[2] for p in pending], [p[3] for p in pending])
-        for (path, arr, _, (H, W)), out in zip(pending, outs):
-            stem = _unique_stem(path, used)
-            png_name = f"{stem}.png"
-            with atomic_path(out_dir / "panoptic" / png_name) as tmp:
-                write_id_png(tmp, out.id_map_numpy())
-            if overlays:
-                vis = overlay(arr, out.id_map, out.segments_info, predictor.categories)
-                save_jpeg(out_dir / "overlays" / f"{stem}.jpg", vis)
-            images_json.append({"id": stem, "file_name": path.name, "path": str(path), "height": H, "width": W})
-            annotations.append({"image_id": stem, "file_name": png_name, "segments_info": segments_json(out.segments_info)})
-            report.written.append(str(path))
-            bar.update(1)
-
-    pending = []
-    for path in paths:
-        try:
-            arr = load_image(path)
-            tensor, size = predictor.preprocess(arr)
-        except PanopticDetrError as e:
-            report.failed.append(str(e))
-            say(f"skipped: {e}")
-            bar.update(1)
-            continue
-        pending.append((path, arr if overlays else None, tensor, size))
-        if len(pending) >= predictor.batch_size:
-            flush(pending)
-            pending = []
-    flush(pending)
-    bar.close()
-    write_json(
-        out_dir / "predictions.json",
-        {"images": images_json, "annotations": annotations, "categories": predictor.categories.to_json()},
-    )
+    folder = PredictionsFolder(Path(out_dir), predictor.categories, overlays)
+    with tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        pending: list[tuple] = []  # (path, image or None, tensor, original size)
+        for i, path in enumerate(paths):
+            try:
+                image = load_image(path)
+                tensor, size = predictor.preprocess(image)
+            except PanopticDetrError as e:
+                report.failed.append(str(e))
+                say(f"skipped: {e}")
+                bar.update(1)
+            else:
+                pending.append((path, image if overlays else None, tensor, size))
+            if pending and (len(pending) >= predictor.batch_size or i == len(paths) - 1):
+                outs = predictor.predict_tensors([p[2] for p in pending], [p[3] for p in pending])
+                for (p, image, _, size), out in zip(pending, outs):
+                    folder.add(p, image, size, out)
+                    report.written.append(str(p))
+                    bar.update(1)
+                pending = []
+    folder.finish()
     return report

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+
 HELP = "build a COCO-panoptic dataset from your annotated things (+ stuff from COCO, a teacher model or truth)"
 
 
@@ -46,9 +47,24 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args) -> int:
-    from panoptic_detr.data.prepare import prepare
+class _LazyTeacher:
+    """`Predictor(checkpoint, **options).panoptic`, built on the first image that needs it
+    (never in `--check`, nor when every image has its own or true stuff)."""
 
+    def __init__(self, checkpoint, options: dict):
+        self.checkpoint, self.options = checkpoint, options
+        self._panoptic = None
+
+    def __call__(self, image):
+        if self._panoptic is None:
+            from panoptic_detr.engine.predict import Predictor
+
+            print(f"loading teacher {self.checkpoint}", file=sys.stderr)
+            self._panoptic = Predictor(self.checkpoint, **self.options).panoptic
+        return self._panoptic(image)
+
+
+def _teacher(args) -> _LazyTeacher | None:
     teacher_options = {}
     if args.teacher_short_side:
         teacher_options["short_side"] = args.teacher_short_side
@@ -58,7 +74,13 @@ def run(args) -> int:
         from panoptic_detr.engine.inference import check_dedup
 
         teacher_options["dedup"] = check_dedup(args.teacher_dedup, "--teacher-dedup")
-    summary = prepare(
+    return _LazyTeacher(args.stuff_from, teacher_options) if args.stuff_from is not None else None
+
+
+def run(args) -> int:
+    from panoptic_detr.data.prepare import PrepareOptions, prepare
+
+    options = PrepareOptions(
         class_map=args.class_map,
         out=args.out,
         things=args.things,
@@ -67,7 +89,6 @@ def run(args) -> int:
         stuff_from=args.stuff_from,
         stuff_truth=args.stuff_truth,
         teacher_mask_things=args.teacher_mask_things,
-        teacher_options=teacher_options,
         val_ratio=args.val_ratio,
         seed=args.seed,
         check=args.check,
@@ -75,6 +96,7 @@ def run(args) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
+    summary = prepare(options, teacher=_teacher(args))
     if args.check:
         if summary.problems:
             print(f"check failed: {len(summary.problems)} problem(s)", file=sys.stderr)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.data.prepared import PreparedDataset
 from panoptic_detr.errors import DataError
 from panoptic_detr.utils.io import read_json
 
@@ -20,46 +21,46 @@ __all__ = ["dataset_stats", "format_stats", "plot_stats"]
 def dataset_stats(root: str | os.PathLike) -> dict:
     """`{"categories": [...], "splits": {split: {"images": n, "void_pixels": n,
     "pixels": n, "classes": {name: {"images", "segments", "pixels", "isthing"}}}}}`."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    ann_dir = root / "annotations"
-    files = sorted(ann_dir.glob("panoptic_*.json")) if ann_dir.is_dir() else []
+    ds = PreparedDataset(root)
+    if not ds.root.is_dir():
+        raise DataError(f"{ds.root}: not a folder")
+    # every split with a panoptic JSON, train and val first
+    files = sorted(ds.annotations_dir.glob("panoptic_*.json")) if ds.annotations_dir.is_dir() else []
     if not files:
-        raise DataError(f"{root}: no annotations/panoptic_*.json (is it a prepared dataset?)")
-    if (root / "categories.json").exists():
-        cats = CategoryList.load(root / "categories.json")
-    else:
-        cats = CategoryList.load(files[0])
-    out: dict = {"root": str(root), "categories": [c.name for c in cats], "splits": {}}
+        raise DataError(f"{ds.root}: no annotations/panoptic_*.json (is it a prepared dataset?)")
+    cats = CategoryList.load(ds.categories_json if ds.categories_json.exists() else files[0])
+    out: dict = {"root": str(ds.root), "categories": [c.name for c in cats], "splits": {}}
     order = {"train": 0, "val": 1}
     for f in sorted(files, key=lambda p: (order.get(p.stem[len("panoptic_"):], 9), p.name)):
-        split = f.stem[len("panoptic_"):]
-        data = read_json(f)
-        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-            raise DataError(f"{f}: not a COCO-panoptic JSON")
-        sizes = {im["id"]: int(im.get("width", 0)) * int(im.get("height", 0)) for im in data.get("images", [])}
-        classes = {c.name: {"images": 0, "segments": 0, "pixels": 0, "isthing": c.isthing} for c in cats}
-        total = void = 0
-        for ann in data["annotations"]:
-            seen = set()
-            covered = 0
-            for s in ann.get("segments_info", []):
-                c = cats.by_id.get(int(s["category_id"]))
-                if c is None:
-                    raise DataError(f"{f}: image id {ann.get('image_id')} segment {s.get('id')}: unknown category_id {s['category_id']}")
-                st = classes[c.name]
-                st["segments"] += 1
-                st["pixels"] += int(s.get("area", 0))
-                covered += int(s.get("area", 0))
-                seen.add(c.name)
-            for n in seen:
-                classes[n]["images"] += 1
-            px = sizes.get(ann.get("image_id"), 0)
-            total += px
-            void += max(0, px - covered)
-        out["splits"][split] = {"images": len(data["annotations"]), "pixels": total, "void_pixels": void, "classes": classes}
+        out["splits"][f.stem[len("panoptic_"):]] = _split_stats(f, cats)
     return out
+
+
+def _split_stats(path: Path, cats: CategoryList) -> dict:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{path}: not a COCO-panoptic JSON")
+    sizes = {im["id"]: int(im.get("width", 0)) * int(im.get("height", 0)) for im in data.get("images", [])}
+    classes = {c.name: {"images": 0, "segments": 0, "pixels": 0, "isthing": c.isthing} for c in cats}
+    total = void = 0
+    for ann in data["annotations"]:
+        seen = set()
+        covered = 0
+        for s in ann.get("segments_info", []):
+            c = cats.by_id.get(int(s["category_id"]))
+            if c is None:
+                raise DataError(f"{path}: image id {ann.get('image_id')} segment {s.get('id')}: unknown category_id {s['category_id']}")
+            st = classes[c.name]
+            st["segments"] += 1
+            st["pixels"] += int(s.get("area", 0))
+            covered += int(s.get("area", 0))
+            seen.add(c.name)
+        for n in seen:
+            classes[n]["images"] += 1
+        px = sizes.get(ann.get("image_id"), 0)
+        total += px
+        void += max(0, px - covered)
+    return {"images": len(data["annotations"]), "pixels": total, "void_pixels": void, "classes": classes}
 
 
 def format_stats(stats: dict) -> str:

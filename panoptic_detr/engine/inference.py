@@ -299,15 +299,7 @@ def panoptic_inference(
     device = raw.device
     q_scores = scores[query_index].to(device)
     q_labels = labels[query_index].to(device)
-    table = _isthing_tensor(isthing, device)
-    in_table = q_labels < table.numel()
-    q_thing = torch.zeros(k, dtype=torch.bool, device=device)
-    q_thing[in_table] = table[q_labels[in_table]]
-
-    # segment of each kept query: itself for things, the first query of its class for stuff
-    same_class = q_labels[:, None].eq(q_labels[None, :])
-    first_of_class = same_class.int().argmax(1)  # first j with the same label
-    q_segment = torch.where(q_thing, torch.arange(k, device=device), first_of_class)
+    q_thing, q_segment = query_segments(q_labels, _isthing_tensor(isthing, device))
 
     # every processed pixel stands for rcount[i] * ccount[j] original pixels
     rows = torch.from_numpy(nearest_indices(H, h)).to(device)
@@ -319,20 +311,9 @@ def panoptic_inference(
     alive = torch.ones(k, dtype=torch.bool, device=device)
     if dedup is not None:
         alive &= ~duplicate_queries(raw, q_scores, q_labels, q_thing, (h, w), float(dedup), mask_stride)
-    winner = masks_argmax(raw, (h, w), mask_stride, queries=alive.nonzero().flatten()).flatten()
-    while True:
-        seg_of_pixel = q_segment[winner]
-        area = torch.zeros(k, dtype=torch.long, device=device).index_add_(0, seg_of_pixel, pixel_weight)
-        # a segment is a query that is alive and heads its segment
-        is_segment = alive & q_segment.eq(torch.arange(k, device=device))
-        small = is_segment & (area <= min_area)
-        if not bool(small.any()):
-            break
-        alive &= ~small[q_segment]
-        if not bool(alive.any()):
-            return void
-        # the argmax again, over the remaining queries
-        winner = masks_argmax(raw, (h, w), mask_stride, queries=alive.nonzero().flatten()).flatten()
+    winner = drop_small_segments(raw, (h, w), mask_stride, q_segment, alive, pixel_weight, min_area)
+    if winner is None:
+        return void
 
     # number the segments 1..n in query order
     seg_heads = (alive & q_segment.eq(torch.arange(k, device=device))).nonzero().flatten()
@@ -341,28 +322,64 @@ def panoptic_inference(
     head_to_id[seg_heads] = torch.arange(1, n + 1, dtype=torch.int32, device=device)
     small_map = head_to_id[q_segment[winner]].view(h, w)
     id_map = small_map.index_select(0, rows).index_select(1, cols).contiguous()
-
-    areas = torch.bincount(id_map.flatten().long(), minlength=n + 1)
-    boxes = segment_boxes(id_map, n)
     seg_score = torch.full((k,), -1.0, device=device).scatter_reduce(
         0, q_segment[alive], q_scores[alive], reduce="amax"
     )
-    info = []
-    heads = seg_heads.tolist()
-    labels_l = q_labels.tolist()
-    thing_l = q_thing.tolist()
-    areas_l = areas.tolist()
-    boxes_l = boxes.tolist()
-    score_l = seg_score.tolist()
-    for sid, q in enumerate(heads, start=1):
-        info.append(
-            {
-                "id": sid,
-                "category_id": int(labels_l[q]),
-                "isthing": bool(thing_l[q]),
-                "area": int(areas_l[sid]),
-                "bbox": [int(v) for v in boxes_l[sid]],
-                "score": float(score_l[q]),
-            }
-        )
-    return PanopticOutput(id_map, info)
+    return PanopticOutput(id_map, segments_info(id_map, seg_heads, q_labels, q_thing, seg_score))
+
+
+def query_segments(q_labels: torch.Tensor, isthing_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(is-thing bool [k], segment [k]) of kept queries with labels `q_labels`.
+
+    A thing query is its own segment; every query of a stuff class belongs to the segment
+    of the first query of that class. Labels beyond the table count as stuff.
+    """
+    k = q_labels.numel()
+    device = q_labels.device
+    in_table = q_labels < isthing_table.numel()
+    q_thing = torch.zeros(k, dtype=torch.bool, device=device)
+    q_thing[in_table] = isthing_table[q_labels[in_table]]
+    same_class = q_labels[:, None].eq(q_labels[None, :])
+    first_of_class = same_class.int().argmax(1)  # first j with the same label
+    return q_thing, torch.where(q_thing, torch.arange(k, device=device), first_of_class)
+
+
+def drop_small_segments(masks: torch.Tensor, processed_size: Sequence[int], stride: int, q_segment: torch.Tensor,
+                        alive: torch.Tensor, pixel_weight: torch.Tensor, min_area: int) -> torch.Tensor | None:
+    """The argmax winner [h*w] after dropping segments of at most `min_area` original pixels.
+
+    Redoes the argmax without the dropped segments' queries until no segment is that
+    small (as the official code). `alive` (bool [k]) is updated in place; None when no
+    query is left.
+    """
+    k = q_segment.numel()
+    heads = q_segment.eq(torch.arange(k, device=q_segment.device))
+    while True:
+        winner = masks_argmax(masks, processed_size, stride, queries=alive.nonzero().flatten()).flatten()
+        area = torch.zeros(k, dtype=torch.long, device=masks.device).index_add_(0, q_segment[winner], pixel_weight)
+        small = alive & heads & (area <= min_area)  # a segment is an alive query heading it
+        if not bool(small.any()):
+            return winner
+        alive &= ~small[q_segment]
+        if not bool(alive.any()):
+            return None
+
+
+def segments_info(id_map: torch.Tensor, seg_heads: torch.Tensor, q_labels: torch.Tensor, q_thing: torch.Tensor,
+                  seg_score: torch.Tensor) -> list[dict]:
+    """The `segments_info` of a final map whose segment i (1..n) is headed by query seg_heads[i-1]."""
+    n = int(seg_heads.numel())
+    areas = torch.bincount(id_map.flatten().long(), minlength=n + 1).tolist()
+    boxes = segment_boxes(id_map, n).tolist()
+    labels_l, thing_l, score_l = q_labels.tolist(), q_thing.tolist(), seg_score.tolist()
+    return [
+        {
+            "id": sid,
+            "category_id": int(labels_l[q]),
+            "isthing": bool(thing_l[q]),
+            "area": int(areas[sid]),
+            "bbox": [int(v) for v in boxes[sid]],
+            "score": float(score_l[q]),
+        }
+        for sid, q in enumerate(seg_heads.tolist(), start=1)
+    ]

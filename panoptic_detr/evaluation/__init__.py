@@ -2,8 +2,9 @@
 evaluation of a model over a prepared split.
 
 - `panoptic_quality.pq_compute(gt_json, gt_dir, pred_json, pred_dir, categories=None)`
+  (built on `pq_inputs`, `pq_pair_counts`, `pq_image`, `pq_stats`)
 - `coco_ap.coco_ap_from_panoptic(instances_json, pred_json, pred_dir, categories=None)`
-- `evaluate.evaluate_model(model, dataset_dir, split="val", ...)`, `evaluate.format_metrics`
+- `evaluate.evaluate_model(predictor, dataset_dir, split="val", ...)`, `evaluate.format_metrics`
 """
 
 _EXPORTS = {

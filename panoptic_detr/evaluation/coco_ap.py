@@ -106,7 +106,7 @@ def panoptic_to_coco_results(
     """Detections from COCO-panoptic prediction files (JSON path or dict + PNG folder).
     `image_ids` maps the predictions' image ids to the detections' (others are skipped)."""
     from panoptic_detr.data.formats.coco_panoptic import read_id_png
-    from panoptic_detr.evaluation.panoptic_quality import load_panoptic_json
+    from panoptic_detr.evaluation.pq_inputs import load_panoptic_json
 
     pred, name = load_panoptic_json(pred_json, "prediction")
     bbox_results: list[dict] = []
@@ -228,10 +228,10 @@ def coco_ap_from_panoptic(
     `categories` (list of dicts with `isthing`, or a CategoryList) picks the thing classes."""
     thing_ids = None
     if categories is not None:
-        from panoptic_detr.evaluation.panoptic_quality import normalise_categories
+        from panoptic_detr.evaluation.pq_inputs import normalise_categories
 
         thing_ids = [cid for cid, c in normalise_categories(categories).items() if c["isthing"]]
-    from panoptic_detr.evaluation.panoptic_quality import load_panoptic_json
+    from panoptic_detr.evaluation.pq_inputs import load_panoptic_json
 
     data, _ = load_instances(instances_json)
     pred, _ = load_panoptic_json(pred_json, "prediction")

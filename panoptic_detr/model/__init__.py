@@ -2,7 +2,8 @@
 
 One concept per module: `backbone` (ResNet + frozen BN), `position_encoding`, `transformer`,
 `detr` (detection heads), `segmentation` (mask head), `attention` (attention capture),
-`build` (presets -> modules), `checkpoint` (safe loading / saving), `hf_import`.
+`build` (presets -> modules), `checkpoint_io` (reading / writing checkpoint files safely),
+`checkpoint` (loading weights into a model: `load_weights`, `load_model`), `hf_import`.
 Submodules are imported lazily so that `import panoptic_detr.model.config` stays light.
 """
 

@@ -15,16 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 
 from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.viz.figures import LABEL_SIZE, SUBTITLE_SIZE, TICK_SIZE, TITLE_SIZE
 from panoptic_detr.viz.figures import (
-    LABEL_SIZE,
-    SUBTITLE_SIZE,
-    TICK_SIZE,
-    TITLE_SIZE,
     add_colorbar,
     as_uint8_image,
     category_color,
     draw_box,
     grid_shape,
+    heatmap_limits,
     image_axes,
     new_figure,
     object_label,
@@ -105,8 +103,8 @@ def encoder_attention_figure(
     for i, (m, (x, y)) in enumerate(zip(maps, points)):
         ax = fig.add_subplot(gs[i // cols, 1 + i % cols])
         ext = extent if extent is not None else grid_extent((H, W), m.shape)
-        im = ax.imshow(m, extent=ext, cmap="viridis", interpolation="nearest", vmin=float(m.min()),
-                       vmax=max(float(m.max()), float(m.min()) + 1e-12))
+        vmin, vmax = heatmap_limits(m)
+        im = ax.imshow(m, extent=ext, cmap="viridis", interpolation="nearest", vmin=vmin, vmax=vmax)
         ax.set_xlim(0, W)
         ax.set_ylim(H, 0)
         _mark_point(ax, x, y, POINT_COLORS[i % len(POINT_COLORS)], point_name(i), size=9)
@@ -163,8 +161,8 @@ def decoder_attention_figure(
         color = category_color(categories, category_ids[k])
         image_axes(ax, dim)
         ext = extent if extent is not None else grid_extent((H, W), m.shape)
-        im = ax.imshow(m, extent=ext, cmap="inferno", alpha=0.7, interpolation="bilinear", vmin=float(m.min()),
-                       vmax=max(float(m.max()), float(m.min()) + 1e-12))
+        vmin, vmax = heatmap_limits(m)
+        im = ax.imshow(m, extent=ext, cmap="inferno", alpha=0.7, interpolation="bilinear", vmin=vmin, vmax=vmax)
         ax.set_xlim(0, W)
         ax.set_ylim(H, 0)
         label = object_label(categories, category_ids[k], float(scores[k]))

@@ -145,10 +145,20 @@ class _Canvas:
             self.ax.text(mx, my, text, ha="center", va="bottom", fontsize=text_size, color=color, style="italic")
 
 
-def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
-    """Figure 7: the architecture with the tensor shapes of `network_shapes(...)`."""
+# Rows of the diagram in data units (the axes span x 0..100): y of the lower edge, height.
+ROW_ENCODER = (41.5, 9.0)
+ROW_DECODER = (24.0, 9.0)
+ROW_MASK_HEAD = (5.0, 9.5)
+MEMORY_X = 95.6  # the "memory" label; the memory bus runs down at MEMORY_X + 2.6
+
+
+def _backbone_name(meta: dict) -> str:
+    return meta["backbone"].replace("resnet", "ResNet-") + ("-DC5" if meta["dilation"] else "")
+
+
+def _diagram_axes(shapes: dict, masks: bool, title: str | None):
+    """The figure, titled, and its one axes in diagram units (taller with the mask-head row)."""
     meta = shapes["meta"]
-    masks = meta["masks"] and "mask_attention" in shapes
     fig = new_figure(20, 11.5 if masks else 8.5)
     ax = fig.add_axes((0.005, 0.0, 0.99, 0.93))
     ymax = 60 if masks else 42
@@ -156,20 +166,23 @@ def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
     ax.set_ylim(0 if masks else 18, ymax)
     ax.axis("off")
     _, H, W = shapes["input"]
-    stride = meta["stride"]
-    fh, fw = shapes["layer4"][1:]
-    bb = meta["backbone"].replace("resnet", "ResNet-") + ("-DC5" if meta["dilation"] else "")
-    fig.suptitle(title or f"DETR{' panoptic' if masks else ''} ({bb}) for an input of {H} x {W}: tensor shapes "
-                 "(batch of one, channels x height x width)", fontsize=TITLE_SIZE + 1, fontweight="bold")
-    cv = _Canvas(ax)
+    fig.suptitle(title or f"DETR{' panoptic' if masks else ''} ({_backbone_name(meta)}) for an input of {H} x {W}: "
+                 "tensor shapes (batch of one, channels x height x width)", fontsize=TITLE_SIZE + 1,
+                 fontweight="bold")
+    return fig, ax
 
-    # -- row 1: input, backbone, projection, tokens, encoder --------------------------------------------------
-    y1, h1 = 41.5, 9.0
+
+def _draw_encoder_row(cv: _Canvas, shapes: dict) -> tuple[list, tuple[float, float]]:
+    """Row 1: input, backbone, projection, tokens, encoder. Returns the four backbone stage
+    boxes (the mask head's skip connections start there) and the point where the
+    encoder's memory leaves the row."""
+    ax, meta = cv.ax, shapes["meta"]
+    y1, h1 = ROW_ENCODER
     inp = cv.box(0.8, y1, 7.4, h1, "input image", fmt_shape(shapes["input"]), C_INPUT)
     ax.add_patch(FancyBboxPatch((10.0, y1 - 1.6), 44.6, h1 + 4.6, boxstyle="round,pad=0.2,rounding_size=1.0",
                                 facecolor="none", edgecolor="#5b8bd9", linewidth=1.2, linestyle="--"))
-    ax.text(10.6, y1 + h1 + 1.7, f"backbone {bb} (frozen BatchNorm)", fontsize=10.5, color="#2b5cab",
-            fontweight="bold", va="center")
+    ax.text(10.6, y1 + h1 + 1.7, f"backbone {_backbone_name(meta)} (frozen BatchNorm)", fontsize=10.5,
+            color="#2b5cab", fontweight="bold", va="center")
     stem = cv.box(10.9, y1, 6.6, h1, "conv1 +\nmax-pool", fmt_shape(shapes["stem"]), C_BACKBONE, title_size=9.5,
                   shape_size=8.2)
     stages = []
@@ -198,13 +211,17 @@ def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
     cv.arrow(pos["b"], enc["t"], text=None)
     ax.text(enc["x"] + enc["w"] / 2 + 0.6, enc["y"] + enc["h"] + 1.2, "+ to q, k", fontsize=8, style="italic",
             va="center")
-    mem_x = 95.6
-    ax.text(mem_x + 0.2, y1 + h1 / 2 + 1.5, "memory", fontsize=9, ha="center", fontweight="bold")
-    cv.arrow(enc["r"], (mem_x + 2.6, y1 + h1 / 2))
+    ax.text(MEMORY_X + 0.2, y1 + h1 / 2 + 1.5, "memory", fontsize=9, ha="center", fontweight="bold")
+    memory_out = (MEMORY_X + 2.6, y1 + h1 / 2)
+    cv.arrow(enc["r"], memory_out)
+    return stages, memory_out
 
-    # -- row 2: queries, decoder, prediction heads ------------------------------------------------------------
-    y2, h2 = 24.0, 9.0
-    info = (f"stride-{stride} grid: {fh} x {fw}\n"
+
+def _shape_summary(shapes: dict) -> str:
+    """The grid, token and attention-map sizes, written beside the decoder row."""
+    meta = shapes["meta"]
+    fh, fw = shapes["layer4"][1:]
+    return (f"stride-{meta['stride']} grid: {fh} x {fw}\n"
             f"tokens: hw = {fh * fw}, d = {meta['hidden_dim']}\n"
             f"{meta['nheads']} heads, FFN {meta['dim_feedforward']}\n"
             f"{meta['num_queries']} queries (Q)\n"
@@ -212,7 +229,14 @@ def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
             "attention maps:\n"
             f"  encoder  hw x hw = {fh * fw} x {fh * fw}\n"
             f"  decoder  Q x hw  = {meta['num_queries']} x {fh * fw}")
-    ax.text(1.0, y2 + h2 / 2, info, fontsize=9.5, va="center", ha="left", family="monospace",
+
+
+def _draw_decoder_row(cv: _Canvas, shapes: dict, memory_out: tuple[float, float]) -> tuple[dict, float]:
+    """Row 2: shape summary, queries, decoder, prediction heads, and the memory bus from
+    the encoder. Returns the decoder box and the height of the bus."""
+    ax, meta = cv.ax, shapes["meta"]
+    y2, h2 = ROW_DECODER
+    ax.text(1.0, y2 + h2 / 2, _shape_summary(shapes), fontsize=9.5, va="center", ha="left", family="monospace",
             bbox=dict(boxstyle="round,pad=0.6", facecolor="#f6f6f6", edgecolor="0.6"))
     qry = cv.box(50.5, y2, 9.5, h2, "object queries\n(learned)", fmt_shape(shapes["queries"]), C_QUERY,
                  title_size=9.5, shape_size=8.5)
@@ -220,9 +244,9 @@ def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
                  fmt_shape(shapes["decoder"]), C_TRANSFORMER, title_size=9.5, shape_size=8.5)
     cv.arrow(qry["r"], dec["l"])
     y_bus = y2 + h2 + 4.0  # the memory bus, above the class head
-    mx = mem_x + 2.6
+    mx = memory_out[0]
     dx = dec["x"] + dec["w"] * 0.5
-    cv.arrow((mx, y1 + h1 / 2), (mx, y_bus), style="-", lw=1.5)
+    cv.arrow(memory_out, (mx, y_bus), style="-", lw=1.5)
     cv.arrow((mx, y_bus), (dx, y_bus), style="-", lw=1.5, text="memory (keys, values) + positional encoding",
              text_offset=(0.0, 0.3))
     cv.arrow((dx, y_bus), (dx, dec["y"] + dec["h"] + 0.25))
@@ -234,40 +258,58 @@ def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
     cv.arrow(dec["r"], box["l"], rad=0.1)
     ax.text(89.9, cls["y"] + 2.6, "softmax\nscores", fontsize=8, va="center", style="italic")
     ax.text(89.9, box["y"] + 2.6, "cx, cy, w, h\n(sigmoid)", fontsize=8, va="center", style="italic")
+    return dec, y_bus
 
+
+def _draw_mask_head_row(cv: _Canvas, shapes: dict, stages: list, dec: dict, bus: tuple[float, float]) -> None:
+    """Row 3 (right to left): attention maps, FPN mask head with skip connections from the
+    backbone `stages`, argmax into the panoptic map. `bus` is where the memory bus
+    turns towards the decoder."""
+    ax = cv.ax
+    y3, h3 = ROW_MASK_HEAD
+    mx, y_bus = bus
+    att = cv.box(84.8, y3, 13.8, h3, "multi-head attention\nmaps (bbox_attention)",
+                 fmt_shape(shapes["mask_attention"]), C_MASK, title_size=9.2, shape_size=8.5)
+    cv.arrow(dec["b"], (att["x"] + 3.0, att["y"] + att["h"] + 0.25), text="queries", text_offset=(-3.5, 0))
+    cv.arrow((mx, y_bus), (mx, att["y"] + att["h"] + 0.25), text="keys", text_offset=(1.2, -1.0))
+    ax.add_patch(FancyBboxPatch((19.2, y3 - 2.4), 61.6, h3 + 4.4, boxstyle="round,pad=0.2,rounding_size=1.0",
+                                facecolor="none", edgecolor="#8a63d2", linewidth=1.2, linestyle="--"))
+    ax.text(20.0, y3 + h3 + 1.1, "FPN-style mask head (per query; skip connections from the backbone)",
+            fontsize=10.5, color="#5b3aa0", fontweight="bold", va="center")
+    f0 = cv.box(69.3, y3, 10.6, h3, "concat memory,\nlay1 + lay2 (3x3)",
+                fmt_shape(shapes["fpn_lay2"]), C_MASK, title_size=9, shape_size=8)
+    cv.arrow(att["l"], f0["r"])
+    f3 = cv.box(57.3, y3, 10.6, h3, "up x2 + layer3\nadapter, lay3", fmt_shape(shapes["fpn_3"]), C_MASK,
+                title_size=9, shape_size=8)
+    f2 = cv.box(45.3, y3, 10.6, h3, "up x2 + layer2\nadapter, lay4", fmt_shape(shapes["fpn_2"]), C_MASK,
+                title_size=9, shape_size=8)
+    f1 = cv.box(33.3, y3, 10.6, h3, "up x2 + layer1\nadapter, lay5", fmt_shape(shapes["fpn_1"]), C_MASK,
+                title_size=9, shape_size=8)
+    out = cv.box(20.3, y3, 11.6, h3, "out conv:\nmask logits", fmt_shape(shapes["masks"]), C_MASK,
+                 title_size=9, shape_size=8)
+    cv.arrow(f0["l"], f3["r"])
+    cv.arrow(f3["l"], f2["r"])
+    cv.arrow(f2["l"], f1["r"])
+    cv.arrow(f1["l"], out["r"])
+    for stage, step in ((stages[2], f3), (stages[1], f2), (stages[0], f1)):
+        cv.arrow(stage["b"], (step["x"] + step["w"] / 2, step["y"] + step["h"] + 0.25), color="#8a63d2",
+                 lw=1.1, ls="--", rad=0.12)
+    _, H, W = shapes["input"]
+    resized = tuple(shapes["panoptic"]) != (H, W)
+    pan = cv.box(0.8, y3, 16.2, h3, "keep queries > threshold,\nupsample, pixel-wise argmax",
+                 "panoptic id map " + fmt_shape(shapes["panoptic"]) + ("\n(at the original image size)"
+                                                                      if resized else ""),
+                 C_OUT, title_size=9, shape_size=8)
+    cv.arrow(out["l"], pan["r"])
+
+
+def network_diagram_figure(shapes: dict, title: str | None = None) -> Figure:
+    """Figure 7: the architecture with the tensor shapes of `network_shapes(...)`."""
+    masks = shapes["meta"]["masks"] and "mask_attention" in shapes
+    fig, ax = _diagram_axes(shapes, masks, title)
+    cv = _Canvas(ax)
+    stages, memory_out = _draw_encoder_row(cv, shapes)
+    dec, y_bus = _draw_decoder_row(cv, shapes, memory_out)
     if masks:
-        # -- row 3 (right to left): attention maps, FPN mask head, argmax -------------------------------------
-        y3, h3 = 5.0, 9.5
-        att = cv.box(84.8, y3, 13.8, h3, "multi-head attention\nmaps (bbox_attention)",
-                     fmt_shape(shapes["mask_attention"]), C_MASK, title_size=9.2, shape_size=8.5)
-        cv.arrow(dec["b"], (att["x"] + 3.0, att["y"] + att["h"] + 0.25), text="queries", text_offset=(-3.5, 0))
-        cv.arrow((mx, y_bus), (mx, att["y"] + att["h"] + 0.25), text="keys", text_offset=(1.2, -1.0))
-        ax.add_patch(FancyBboxPatch((19.2, y3 - 2.4), 61.6, h3 + 4.4, boxstyle="round,pad=0.2,rounding_size=1.0",
-                                    facecolor="none", edgecolor="#8a63d2", linewidth=1.2, linestyle="--"))
-        ax.text(20.0, y3 + h3 + 1.1, "FPN-style mask head (per query; skip connections from the backbone)",
-                fontsize=10.5, color="#5b3aa0", fontweight="bold", va="center")
-        f0 = cv.box(69.3, y3, 10.6, h3, "concat memory,\nlay1 + lay2 (3x3)",
-                    fmt_shape(shapes["fpn_lay2"]), C_MASK, title_size=9, shape_size=8)
-        cv.arrow(att["l"], f0["r"])
-        f3 = cv.box(57.3, y3, 10.6, h3, "up x2 + layer3\nadapter, lay3", fmt_shape(shapes["fpn_3"]), C_MASK,
-                    title_size=9, shape_size=8)
-        f2 = cv.box(45.3, y3, 10.6, h3, "up x2 + layer2\nadapter, lay4", fmt_shape(shapes["fpn_2"]), C_MASK,
-                    title_size=9, shape_size=8)
-        f1 = cv.box(33.3, y3, 10.6, h3, "up x2 + layer1\nadapter, lay5", fmt_shape(shapes["fpn_1"]), C_MASK,
-                    title_size=9, shape_size=8)
-        out = cv.box(20.3, y3, 11.6, h3, "out conv:\nmask logits", fmt_shape(shapes["masks"]), C_MASK,
-                     title_size=9, shape_size=8)
-        cv.arrow(f0["l"], f3["r"])
-        cv.arrow(f3["l"], f2["r"])
-        cv.arrow(f2["l"], f1["r"])
-        cv.arrow(f1["l"], out["r"])
-        for stage, step in ((stages[2], f3), (stages[1], f2), (stages[0], f1)):
-            cv.arrow(stage["b"], (step["x"] + step["w"] / 2, step["y"] + step["h"] + 0.25), color="#8a63d2",
-                     lw=1.1, ls="--", rad=0.12)
-        resized = tuple(shapes["panoptic"]) != (H, W)
-        pan = cv.box(0.8, y3, 16.2, h3, "keep queries > threshold,\nupsample, pixel-wise argmax",
-                     "panoptic id map " + fmt_shape(shapes["panoptic"]) + ("\n(at the original image size)"
-                                                                          if resized else ""),
-                     C_OUT, title_size=9, shape_size=8)
-        cv.arrow(out["l"], pan["r"])
+        _draw_mask_head_row(cv, shapes, stages, dec, (memory_out[0], y_bus))
     return fig

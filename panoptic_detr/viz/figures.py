@@ -16,7 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from panoptic_detr.data.categories import CategoryList, default_color
+from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.viz import colors
 
 TITLE_SIZE = 15
 SUBTITLE_SIZE = 11
@@ -89,10 +90,8 @@ def as_uint8_image(image) -> np.ndarray:
 
 
 def category_color(categories: CategoryList | None, category_id: int) -> tuple[float, float, float]:
-    """The category's colour as matplotlib RGB floats (a stable default when unknown)."""
-    c = categories.by_id.get(int(category_id)) if categories is not None else None
-    rgb = c.color if c is not None else default_color(int(category_id))
-    return tuple(v / 255.0 for v in rgb)
+    """The category's colour (`viz.colors.category_color`) as matplotlib RGB floats."""
+    return tuple(v / 255.0 for v in colors.category_color(category_id, categories))
 
 
 def category_name(categories: CategoryList | None, category_id: int) -> str:
@@ -156,6 +155,12 @@ def empty_panel(ax, message: str) -> None:
     hide_axes(ax)
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=SUBTITLE_SIZE, wrap=True,
             transform=ax.transAxes, color="0.3")
+
+
+def heatmap_limits(values: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) spanning `values`, kept apart so that a constant map still draws."""
+    vmin = float(values.min())
+    return vmin, max(float(values.max()), vmin + 1e-12)
 
 
 def add_colorbar(fig: Figure, mappable, ax, label: str, fontsize: float = TICK_SIZE + 1):

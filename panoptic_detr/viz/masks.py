@@ -19,15 +19,13 @@ from matplotlib.patches import Patch, Rectangle
 
 from panoptic_detr.data.categories import CategoryList
 from panoptic_detr.viz.attention import grid_extent
+from panoptic_detr.viz.figures import LABEL_SIZE, SUBTITLE_SIZE, TICK_SIZE, TITLE_SIZE
 from panoptic_detr.viz.figures import (
-    LABEL_SIZE,
-    SUBTITLE_SIZE,
-    TICK_SIZE,
-    TITLE_SIZE,
     as_uint8_image,
     category_color,
     category_name,
     draw_box,
+    heatmap_limits,
     hide_axes,
     image_axes,
     new_figure,
@@ -83,8 +81,7 @@ def mask_attention_figure(
                        fontsize=TICK_SIZE + 1, rotation=0, ha="right", va="center", labelpad=4)
         if k == 0:
             ax0.set_title("object", fontsize=LABEL_SIZE)
-        vmin = float(attention[k].min())
-        vmax = max(float(attention[k].max()), vmin + 1e-12)
+        vmin, vmax = heatmap_limits(attention[k])
         ax = fig.add_subplot(gs[k, 1])
         for h in range(nheads):
             x0 = h * (W + gap)
@@ -105,7 +102,7 @@ def mask_attention_figure(
     return fig
 
 
-def segment_colors(id_map: np.ndarray, segments_info: Sequence[dict], categories: CategoryList | None):
+def shaded_segment_colors(id_map: np.ndarray, segments_info: Sequence[dict], categories: CategoryList | None):
     """A colour per segment id: its category's colour, instances of one category told apart
     by brightness."""
     colors: dict[int, tuple[float, float, float]] = {}
@@ -140,6 +137,91 @@ def simple_overlay(image: np.ndarray, id_map: np.ndarray, colors: dict, alpha: f
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
+def _binary_masks_layout(image_hw: tuple[int, int], K: int, max_cols: int):
+    """Figure, its two sub-figures (the mask grid on top, the argmax and overlay below) and
+    the mask grid's rows and columns, sized for `K` masks of an image of `image_hw`."""
+    H, W = image_hw
+    cols = min(max(K, 1), max_cols)
+    rows = -(-max(K, 1) // cols)
+    aspect = H / max(W, 1)
+    fig_w = 15.0
+    cell_w = min(3.2, fig_w / cols)
+    mask_h = rows * (cell_w * aspect + 0.75) + 0.2
+    big_w = (fig_w - 3.5) / 2
+    big_h = big_w * aspect + 1.0
+    fig = new_figure(fig_w, mask_h + big_h + 0.8, constrained=True)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[mask_h, big_h])
+    return fig, top, bottom, rows, cols
+
+
+def _draw_mask_grid(top, image_hw: tuple[int, int], masks: np.ndarray, shown: list[int], rows: int, cols: int,
+                    category_ids, scores, queries, categories: CategoryList | None) -> None:
+    """One panel per shown mask, in its category's colour on black, with its share of the image."""
+    H, W = image_hw
+    total = float(H * W)
+    axes = top.subplots(rows, cols, squeeze=False)
+    for slot in range(rows * cols):
+        ax = axes[slot // cols][slot % cols]
+        if slot >= len(shown):
+            ax.axis("off")
+            continue
+        k = shown[slot]
+        color = category_color(categories, category_ids[k])
+        cmap = ListedColormap([(0.08, 0.08, 0.08), color])
+        ax.imshow(masks[k].astype(np.uint8), cmap=cmap, vmin=0, vmax=1, extent=(0, W, H, 0),
+                  interpolation="nearest")
+        hide_axes(ax)
+        ax.set_title(f"q{int(queries[k])} {object_label(categories, category_ids[k], float(scores[k]))}",
+                     fontsize=LABEL_SIZE)
+        ax.set_xlabel(f"mask: {masks[k].sum() / total:.1%} of the image", fontsize=TICK_SIZE + 1)
+
+
+def _side_legend(ax, handles: list, title: str) -> None:
+    """A legend to the right of `ax`."""
+    ax.legend(handles=handles, fontsize=TICK_SIZE, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              title=title, title_fontsize=TICK_SIZE + 1, frameon=False)
+
+
+def _draw_argmax_panel(ax, image_hw: tuple[int, int], id_map: np.ndarray, colors: dict,
+                       segments_info: Sequence[dict], categories: CategoryList | None) -> None:
+    """The panoptic id map in segment colours, with a legend of segment ids (at most 18 rows)."""
+    H, W = image_hw
+    ax.imshow(colorize_ids(id_map, colors), extent=(0, W, H, 0), interpolation="nearest")
+    ax.set_xlim(0, W)
+    ax.set_ylim(H, 0)
+    ax.set_title("pixel-wise argmax over the kept masks\n(panoptic id map, small segments removed)",
+                 fontsize=SUBTITLE_SIZE)
+    ax.set_xlabel("x (pixels)", fontsize=TICK_SIZE + 1)
+    ax.set_ylabel("y (pixels)", fontsize=TICK_SIZE + 1)
+    ax.tick_params(labelsize=TICK_SIZE)
+    handles = [Patch(facecolor=colors[int(s["id"])], edgecolor="black",
+                     label=f"{int(s['id'])}: {category_name(categories, s['category_id'])}")
+               for s in segments_info]
+    handles.append(Patch(facecolor=(0, 0, 0), edgecolor="black", label="0: void"))
+    if len(handles) > 18:
+        handles = handles[:17] + [Patch(facecolor="white", edgecolor="white", label=f"... {len(handles) - 17} more")]
+    _side_legend(ax, handles, "segment id")
+
+
+def _draw_overlay_panel(ax, image: np.ndarray, id_map: np.ndarray, colors: dict, segments_info: Sequence[dict],
+                        overlay_image: np.ndarray | None, categories: CategoryList | None) -> None:
+    """The final overlay: `overlay_image` as given, or a plain blend of the segment colours
+    with a legend of categories (a given overlay carries its own labels)."""
+    own = overlay_image is None
+    ov = simple_overlay(image, id_map, colors) if own else as_uint8_image(overlay_image)
+    image_axes(ax, ov, "final panoptic segmentation (overlay)")
+    if not own:
+        return
+    count: dict[int, int] = {}
+    for seg in segments_info:
+        count[int(seg["category_id"])] = count.get(int(seg["category_id"]), 0) + 1
+    handles = [Patch(facecolor=category_color(categories, c), edgecolor="black",
+                     label=category_name(categories, c) + (f" x{n}" if n > 1 else ""))
+               for c, n in count.items()]
+    if handles:
+        _side_legend(ax, handles[:18], "category")
+
+
 def binary_masks_figure(
     image,
     masks: np.ndarray,
@@ -161,80 +243,27 @@ def binary_masks_figure(
     At most `max_masks` masks are drawn (the best-scoring ones, in the given order).
     """
     image = as_uint8_image(image)
-    H, W = image.shape[:2]
     masks = np.asarray(masks).astype(bool)
     total_k = masks.shape[0] if masks.ndim == 3 else 0
     shown = sorted(np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:max_masks].tolist())
     K = len(shown)
-    cols = min(max(K, 1), max_cols)
-    rows = -(-max(K, 1) // cols)
-    aspect = H / max(W, 1)
-    fig_w = 15.0
-    cell_w = min(3.2, fig_w / cols)
-    mask_h = rows * (cell_w * aspect + 0.75) + 0.2
-    big_w = (fig_w - 3.5) / 2
-    big_h = big_w * aspect + 1.0
-    fig = new_figure(fig_w, mask_h + big_h + 0.8, constrained=True)
+    fig, top, bottom, rows, cols = _binary_masks_layout(image.shape[:2], K, max_cols)
     fig.suptitle(title or "Binary masks of the kept objects, pixel-wise argmax, final panoptic overlay",
                  fontsize=TITLE_SIZE, fontweight="bold")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[mask_h, big_h])
     top.suptitle(f"{total_k} kept object mask{'s' if total_k != 1 else ''}"
                  + (f" ({K} best shown)" if K < total_k else "")
                  + ": sigmoid(mask logits) > 0.5, upsampled to the image",
                  fontsize=SUBTITLE_SIZE)
-    total = float(H * W)
     if K == 0:
         ax = top.add_subplot(1, 1, 1)
         hide_axes(ax)
         ax.text(0.5, 0.5, "no object above the threshold", ha="center", va="center", transform=ax.transAxes,
                 fontsize=SUBTITLE_SIZE)
     else:
-        axes = top.subplots(rows, cols, squeeze=False)
-        for slot in range(rows * cols):
-            ax = axes[slot // cols][slot % cols]
-            if slot >= K:
-                ax.axis("off")
-                continue
-            k = shown[slot]
-            color = category_color(categories, category_ids[k])
-            cmap = ListedColormap([(0.08, 0.08, 0.08), color])
-            ax.imshow(masks[k].astype(np.uint8), cmap=cmap, vmin=0, vmax=1, extent=(0, W, H, 0),
-                      interpolation="nearest")
-            hide_axes(ax)
-            ax.set_title(f"q{int(queries[k])} {object_label(categories, category_ids[k], float(scores[k]))}",
-                         fontsize=LABEL_SIZE)
-            ax.set_xlabel(f"mask: {masks[k].sum() / total:.1%} of the image", fontsize=TICK_SIZE + 1)
-
-    colors = segment_colors(id_map, segments_info, categories)
+        _draw_mask_grid(top, image.shape[:2], masks, shown, rows, cols, category_ids, scores, queries, categories)
+    colors = shaded_segment_colors(id_map, segments_info, categories)
     ax_a, ax_o = bottom.subplots(1, 2)
-    ax_a.imshow(colorize_ids(id_map, colors), extent=(0, W, H, 0), interpolation="nearest")
-    ax_a.set_xlim(0, W)
-    ax_a.set_ylim(H, 0)
-    ax_a.set_title("pixel-wise argmax over the kept masks\n(panoptic id map, small segments removed)",
-                   fontsize=SUBTITLE_SIZE)
-    ax_a.set_xlabel("x (pixels)", fontsize=TICK_SIZE + 1)
-    ax_a.set_ylabel("y (pixels)", fontsize=TICK_SIZE + 1)
-    ax_a.tick_params(labelsize=TICK_SIZE)
-    handles = [Patch(facecolor=colors[int(s["id"])], edgecolor="black",
-                     label=f"{int(s['id'])}: {category_name(categories, s['category_id'])}")
-               for s in segments_info]
-    handles.append(Patch(facecolor=(0, 0, 0), edgecolor="black", label="0: void"))
-    if len(handles) > 18:
-        handles = handles[:17] + [Patch(facecolor="white", edgecolor="white", label=f"... {len(handles) - 17} more")]
-    ax_a.legend(handles=handles, fontsize=TICK_SIZE, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                title="segment id", title_fontsize=TICK_SIZE + 1, frameon=False)
-
-    own = overlay_image is None
-    ov = simple_overlay(image, id_map, colors) if own else as_uint8_image(overlay_image)
-    image_axes(ax_o, ov, "final panoptic segmentation (overlay)")
-    if own:
-        count: dict[int, int] = {}
-        for seg in segments_info:
-            count[int(seg["category_id"])] = count.get(int(seg["category_id"]), 0) + 1
-        handles = [Patch(facecolor=category_color(categories, c), edgecolor="black",
-                         label=category_name(categories, c) + (f" x{n}" if n > 1 else ""))
-                   for c, n in count.items()]
-        if handles:
-            ax_o.legend(handles=handles[:18], fontsize=TICK_SIZE, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        title="category", title_fontsize=TICK_SIZE + 1, frameon=False)
+    _draw_argmax_panel(ax_a, image.shape[:2], id_map, colors, segments_info, categories)
+    _draw_overlay_panel(ax_o, image, id_map, colors, segments_info, overlay_image, categories)
     return fig
+

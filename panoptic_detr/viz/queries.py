@@ -16,11 +16,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import ConnectionPatch, Rectangle
 
 from panoptic_detr.data.categories import CategoryList
+from panoptic_detr.viz.figures import LABEL_SIZE, SUBTITLE_SIZE, TICK_SIZE, TITLE_SIZE
 from panoptic_detr.viz.figures import (
-    LABEL_SIZE,
-    SUBTITLE_SIZE,
-    TICK_SIZE,
-    TITLE_SIZE,
     as_uint8_image,
     category_color,
     category_name,
@@ -118,48 +115,33 @@ def query_boxes_figure(
     return fig
 
 
-def active_queries_figure(
-    image,
-    num_queries: int,
-    fired: Sequence[dict],
-    categories: CategoryList | None = None,
-    query_scores: np.ndarray | None = None,
-    threshold: float | None = None,
-    title: str | None = None,
-    max_links: int = 30,
-) -> Figure:
-    """Figure 4: all query slots on a near-square grid (10x10 for 100), fired ones linked to
-    the objects they found.
-
-    `fired` lists dicts with `query`, `category_id`, `score` and `box` (x0, y0, x1, y1 in
-    original pixels). `query_scores` [Q] (each query's best object probability) shades
-    the slots that did not fire.
-    """
-    image = as_uint8_image(image)
-    H, W = image.shape[:2]
-    rows, cols = query_grid_shape(num_queries)
+def _active_queries_layout(image_hw: tuple[int, int], rows: int, cols: int, title: str):
+    """The figure with the query grid on the left, the image on the right and the grid's
+    colour bar under it (positions in inches turned into figure fractions).
+    Returns (fig, grid axes, image axes, colour-bar rectangle)."""
+    H, W = image_hw
     grid_w = 6.0
-    cell = grid_w / cols
-    grid_h = cell * rows
+    grid_h = grid_w / cols * rows
     img_w = 7.5
     img_h = img_w * H / max(W, 1)
-    fig_h = max(grid_h + 2.4, img_h + 1.3)
-    fig = new_figure(grid_w + img_w + 2.6, fig_h)
-    fig.suptitle(title or f"Active queries: {len(fired)} of {num_queries} fired"
-                 + (f" (score > {threshold:g})" if threshold is not None else ""),
-                 fontsize=TITLE_SIZE, fontweight="bold")
+    fig = new_figure(grid_w + img_w + 2.6, max(grid_h + 2.4, img_h + 1.3))
+    fig.suptitle(title, fontsize=TITLE_SIZE, fontweight="bold")
     fh = fig.get_figheight()
     fw = fig.get_figwidth()
-    # query grid on the left, image on the right (positions in figure fractions)
     ax_q = fig.add_axes((0.6 / fw, (fh - 1.0 - grid_h) / fh, grid_w / fw, grid_h / fh))
     ax_i = fig.add_axes(((grid_w + 1.9) / fw, (fh - 1.0 - img_h) / fh, img_w / fw, img_h / fh))
+    colorbar_rect = (0.6 / fw, (fh - 1.0 - grid_h - 0.85) / fh, grid_w / fw, 0.15 / fh)
+    return fig, ax_q, ax_i, colorbar_rect
 
-    shades = np.zeros(num_queries) if query_scores is None else np.asarray(query_scores, dtype=np.float64)
+
+def _draw_query_grid(ax_q, num_queries: int, rows: int, cols: int, fired_by_q: dict, shades: np.ndarray,
+                     categories: CategoryList | None):
+    """One cell per query slot: fired ones filled with their category's colour and named,
+    the others shaded by `shades`. Returns the shading image (for its colour bar)."""
     grid = np.full((rows, cols), np.nan)
     for q in range(num_queries):
         grid[q // cols, q % cols] = shades[q]
     im = ax_q.imshow(grid, cmap="Greys", vmin=0.0, vmax=1.0, extent=(0, cols, rows, 0), interpolation="nearest")
-    fired_by_q = {int(f["query"]): f for f in fired}
     font = max(5.0, min(10.0, 75.0 / cols))
     for q in range(num_queries):
         r, c = divmod(q, cols)
@@ -185,27 +167,62 @@ def active_queries_figure(
     ax_q.set_xlabel("query index (column offset)", fontsize=LABEL_SIZE)
     ax_q.set_ylabel("query index (row start)", fontsize=LABEL_SIZE)
     ax_q.set_title(f"{num_queries} query slots ({rows}x{cols})", fontsize=SUBTITLE_SIZE)
-    cax = fig.add_axes((0.6 / fw, (fh - 1.0 - grid_h - 0.85) / fh, grid_w / fw, 0.15 / fh))
-    cb = fig.colorbar(im, cax=cax, orientation="horizontal")
-    cb.set_label("best object-class probability of slots that did not fire", fontsize=TICK_SIZE + 1)
-    cb.ax.tick_params(labelsize=TICK_SIZE)
+    return im
 
-    image_axes(ax_i, image, "Objects found by the fired queries" + (" (labelled q<slot>)" if len(fired) > max_links
-                                                                     else ""))
+
+def _draw_fired_objects(fig: Figure, ax_q, ax_i, image: np.ndarray, fired: Sequence[dict], cols: int,
+                        categories: CategoryList | None, max_links: int) -> None:
+    """The image with each fired query's box, linked by an arrow to its grid cell (unless
+    more than `max_links` fired: then the query numbers on the boxes are the link)."""
+    H, W = image.shape[:2]
+    linked = len(fired) <= max_links
+    image_axes(ax_i, image, "Objects found by the fired queries" + ("" if linked else " (labelled q<slot>)"))
     for f in sorted(fired, key=lambda f: -float(f["score"])):
         q = int(f["query"])
         color = category_color(categories, f["category_id"])
         x0, y0, x1, y1 = (float(v) for v in f["box"])
         draw_box(ax_i, (x0, y0, x1, y1), color,
                  f"q{q} {category_name(categories, f['category_id'])} {float(f['score']):.2f}")
-        if len(fired) > max_links:
-            continue  # too many lines to follow: the query numbers on the boxes link them
+        if not linked:
+            continue
         r, c = divmod(q, cols)
         con = ConnectionPatch(xyA=(c + 1.0, r + 0.5), coordsA=ax_q.transData,
                               xyB=(min(max((x0 + x1) / 2, 0), W), min(max((y0 + y1) / 2, 0), H)),
                               coordsB=ax_i.transData, color=color, linewidth=1.3, alpha=0.85,
                               arrowstyle="-|>", mutation_scale=10)
         fig.add_artist(con)
+
+
+def active_queries_figure(
+    image,
+    num_queries: int,
+    fired: Sequence[dict],
+    categories: CategoryList | None = None,
+    query_scores: np.ndarray | None = None,
+    threshold: float | None = None,
+    title: str | None = None,
+    max_links: int = 30,
+) -> Figure:
+    """Figure 4: all query slots on a near-square grid (10x10 for 100), fired ones linked to
+    the objects they found.
+
+    `fired` lists dicts with `query`, `category_id`, `score` and `box` (x0, y0, x1, y1 in
+    original pixels). `query_scores` [Q] (each query's best object probability) shades
+    the slots that did not fire.
+    """
+    image = as_uint8_image(image)
+    rows, cols = query_grid_shape(num_queries)
+    fig, ax_q, ax_i, colorbar_rect = _active_queries_layout(
+        image.shape[:2], rows, cols,
+        title or f"Active queries: {len(fired)} of {num_queries} fired"
+        + (f" (score > {threshold:g})" if threshold is not None else ""))
+    shades = np.zeros(num_queries) if query_scores is None else np.asarray(query_scores, dtype=np.float64)
+    fired_by_q = {int(f["query"]): f for f in fired}
+    im = _draw_query_grid(ax_q, num_queries, rows, cols, fired_by_q, shades, categories)
+    cb = fig.colorbar(im, cax=fig.add_axes(colorbar_rect), orientation="horizontal")
+    cb.set_label("best object-class probability of slots that did not fire", fontsize=TICK_SIZE + 1)
+    cb.ax.tick_params(labelsize=TICK_SIZE)
+    _draw_fired_objects(fig, ax_q, ax_i, image, fired, cols, categories, max_links)
     return fig
 
 

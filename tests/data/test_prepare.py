@@ -8,7 +8,7 @@ import yaml
 from panoptic_detr.cli import main
 from panoptic_detr.data.class_map import ClassMap
 from panoptic_detr.data.formats.coco_panoptic import id2rgb
-from panoptic_detr.data.prepare import MASK_FILL, prepare
+from panoptic_detr.data.prepare import MASK_FILL, PrepareOptions, prepare
 from prep_helpers import check_prepared, pq_against, read_png_ids, rect, write_export, write_image
 
 COCO_SAMPLE_MAP = {
@@ -27,7 +27,7 @@ def test_real_coco_sample(tmp_path, fixtures_dir):
     """Six real COCO images (polygons + one crowd RLE), COCO classes folded into a few things."""
     src = fixtures_dir / "coco-instances-sample" / "annotations.json"
     out = tmp_path / "ds"
-    s = prepare(_write_map(tmp_path, COCO_SAMPLE_MAP), out, things=[src], progress=False, log=lambda m: None)
+    s = prepare(PrepareOptions(_write_map(tmp_path, COCO_SAMPLE_MAP), out, things=[src], progress=False), log=lambda m: None)
     assert s.images["train"] + s.images["val"] == 6 and not s.problems
     pans = check_prepared(out)
     cats = {c["name"]: c["id"] for c in json.loads((out / "categories.json").read_text())}
@@ -72,7 +72,7 @@ def test_cvat_per_class_folders(tmp_path):
                    "bbox": [20, 10, 20, 20], "area": 400.0, "iscrowd": 1}],
                  ["dump_truck___tipper_truck"])
     out = tmp_path / "ds"
-    s = prepare("construction", out, things=[root], val_ratio=0.34, progress=False, log=lambda m: None)
+    s = prepare(PrepareOptions("construction", out, things=[root], val_ratio=0.34, progress=False), log=lambda m: None)
     assert sum(s.images.values()) == 3
     pans = check_prepared(out)
     names = sorted(im["file_name"] for p in pans.values() for im in p["images"])
@@ -125,8 +125,8 @@ def test_labelme_and_coco_panoptic_inputs(tmp_path):
         "categories": [{"id": 1, "name": "person", "isthing": 1}, {"id": 149, "name": "road", "isthing": 0},
                        {"id": 187, "name": "sky-other-merged", "isthing": 0}]}))
     out = tmp_path / "ds"
-    s = prepare("demo", out, labelme=[lm], coco_panoptic=(pj, tmp_path / "pan" / "png", tmp_path / "pan" / "img"),
-                val_ratio=0.5, progress=False, log=lambda m_: None)
+    s = prepare(PrepareOptions("demo", out, labelme=[lm], coco_panoptic=(pj, tmp_path / "pan" / "png", tmp_path / "pan" / "img"),
+                               val_ratio=0.5, progress=False), log=lambda m_: None)
     assert sum(s.images.values()) == 2
     pans = check_prepared(out)
     cats = ClassMap.load("demo").categories()
@@ -169,8 +169,8 @@ def test_teacher_stuff_and_masking(tmp_path):
                  ["water_tank"])
     seen = []
     out = tmp_path / "ds"
-    prepare("demo", out, things=[exp], teacher=_fake_teacher(seen), teacher_mask_things=True,
-            progress=False, log=lambda m: None)
+    prepare(PrepareOptions("demo", out, things=[exp], teacher_mask_things=True, progress=False),
+            teacher=_fake_teacher(seen), log=lambda m: None)
     pans = check_prepared(out)
     cats = ClassMap.load("demo").categories()
     assert len(seen) == 2
@@ -207,8 +207,8 @@ def test_teacher_labels_train_and_truth_labels_val(tmp_path):
     tj.write_text(json.dumps({"images": images, "annotations": anns,
                               "categories": [{"id": 171, "name": "wall-brick", "isthing": 0}]}))
     out = tmp_path / "ds"
-    s = prepare("demo", out, things=[exp], teacher=_fake_teacher([]), stuff_truth=(tj, tmp_path / "truth"),
-                val_ratio=0.5, progress=False, log=lambda m: None)
+    s = prepare(PrepareOptions("demo", out, things=[exp], stuff_truth=(tj, tmp_path / "truth"), val_ratio=0.5,
+                               progress=False), teacher=_fake_teacher([]), log=lambda m: None)
     assert s.images == {"train": 2, "val": 2}
     pans = check_prepared(out)
     cats = ClassMap.load("demo").categories()
@@ -281,7 +281,7 @@ def test_exif_rotated_image_is_written_upright(tmp_path):
     exif[0x0112] = 6  # stored 20 wide x 10 high, displayed rotated by 90 degrees
     Image.new("RGB", (20, 10), (200, 10, 10)).save(exp / "images" / "r.jpg", exif=exif.tobytes())
     out = tmp_path / "ds"
-    prepare("demo", out, things=[exp], progress=False, log=lambda m: None)
+    prepare(PrepareOptions("demo", out, things=[exp], progress=False), log=lambda m: None)
     pans = check_prepared(out)
     with Image.open(out / "images" / "train" / "r.jpg") as im:
         assert im.size == (10, 20) and im.getexif().get(0x0112, 1) == 1

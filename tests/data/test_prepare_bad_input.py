@@ -9,7 +9,7 @@ from PIL import Image
 
 from panoptic_detr.cli import main
 from panoptic_detr.data.formats.coco_panoptic import id2rgb
-from panoptic_detr.data.prepare import prepare
+from panoptic_detr.data.prepare import PrepareOptions, prepare
 from prep_helpers import check_prepared, rect, write_export, write_image
 
 W, H = 24, 16
@@ -181,6 +181,6 @@ def test_api_raises_one_line_error(tmp_path):
     from panoptic_detr.errors import DataError
 
     with pytest.raises(DataError) as e:
-        prepare("demo", tmp_path / "ds", things=[js], progress=False, log=lambda m: None)
+        prepare(PrepareOptions("demo", tmp_path / "ds", things=[js], progress=False), log=lambda m: None)
     assert "\n" not in str(e.value) and "image id 1" in str(e.value)
     assert not (tmp_path / "ds").exists()

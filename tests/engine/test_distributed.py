@@ -19,12 +19,13 @@ def test_torchrun_two_cpu_processes(tmp_path):
     data = write_prepared(tmp_path / "data", n_train=4, n_val=1, size=(64, 64))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "panoptic_detr", "train", "--data", str(data), "--out", str(out), "--config", "tiny",
+           str(Path(__file__).resolve().parent / "train_with_test_hooks.py"), "--print-rank-checksum",
+           "--data", str(data), "--out", str(out), "--config", "tiny",
            "--epochs", "2", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--threads", "1",
            "--no-progress"]
     for s in TINY_SETTINGS:
         cmd += ["--set", s]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PANOPTIC_DETR_DEBUG_RANKS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])

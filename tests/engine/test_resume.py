@@ -32,9 +32,14 @@ def data(tmp_path_factory):
     return write_prepared(tmp_path_factory.mktemp("data"), n_train=6, n_val=1, size=(64, 64))
 
 
-def _cmd(data, out, workers):
-    cmd = [sys.executable, "-m", "panoptic_detr", "train", "--data", str(data), "--out", str(out), "--config", "tiny",
-           "--epochs", "2", "--batch-size", "2", "--workers", str(workers), "--seed", "3", "--threads", "1", "--no-progress"]
+# `panoptic-detr train` plus test hooks (--kill-at-step)
+WITH_TEST_HOOKS = str(Path(__file__).resolve().parent / "train_with_test_hooks.py")
+
+
+def _cmd(data, out, workers, *extra):
+    launch = [sys.executable, WITH_TEST_HOOKS] if extra else [sys.executable, "-m", "panoptic_detr", "train"]
+    cmd = launch + ["--data", str(data), "--out", str(out), "--config", "tiny", "--epochs", "2", "--batch-size", "2",
+                    "--workers", str(workers), "--seed", "3", "--threads", "1", "--no-progress", *extra]
     for s in SETTINGS:
         cmd += ["--set", s]
     return cmd
@@ -57,8 +62,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(data, tmp_path):
     # 3 steps per epoch; checkpoints at steps 2 and 4 (mid-epoch) and at epoch ends.
     # The run is SIGKILLed as it starts step 5: it resumes from step 4, in epoch 2.
     out = tmp_path / "killed"
-    p = subprocess.run(_cmd(data, out, workers=1), env=_env(PANOPTIC_DETR_DEBUG_KILL_AT_STEP="5"),
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(_cmd(data, out, 1, "--kill-at-step", "5"), env=_env(), capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     ck = torch.load(out / "checkpoint.pth", weights_only=True)
     assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 1, 4)

@@ -37,7 +37,7 @@ def test_overrides_parse_and_validate():
 
 
 def test_lr_multipliers_make_their_own_optimizer_groups():
-    from panoptic_detr.engine.train import group_lr, param_groups, set_trainable
+    from panoptic_detr.engine.optim import group_lr, param_groups, set_trainable
     from panoptic_detr.model.build import build_model
 
     model = build_model("tiny")

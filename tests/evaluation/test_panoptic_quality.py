@@ -334,20 +334,21 @@ def test_read_id_png_round_trip(tmp_path):
 
 
 def test_pair_counts_equal_numpy_unique():
-    from panoptic_detr.evaluation.panoptic_quality import OFFSET, _pair_counts
+    from panoptic_detr.evaluation.pq_inputs import OFFSET
+    from panoptic_detr.evaluation.pq_pair_counts import pair_counts
 
     rng = np.random.default_rng(0)
     gt = rng.choice([0, 5, 70000, 16777215], size=5000).astype(np.uint32)
     pred = np.repeat(rng.choice([0, 1, 9, 300], size=500), 10).astype(np.uint32)
     keys, counts = np.unique(gt.astype(np.int64) * OFFSET + pred, return_counts=True)
     for g, p in ((gt, pred), (gt | np.uint32(0xFF000000), pred | np.uint32(0xFF000000))):
-        pg, pp, c = _pair_counts(g, p)
+        pg, pp, c = pair_counts(g, p)
         assert (pg * OFFSET + pp == keys).all() and (c == counts).all()
     # padding bytes that vary between pixels are ignored
     noisy = gt | (rng.integers(0, 256, gt.size).astype(np.uint32) << np.uint32(24))
-    pg, pp, c = _pair_counts(noisy, pred)
+    pg, pp, c = pair_counts(noisy, pred)
     assert (pg * OFFSET + pp == keys).all() and (c == counts).all()
-    assert all(x.size == 0 for x in _pair_counts(gt[:0], pred[:0]))
+    assert all(x.size == 0 for x in pair_counts(gt[:0], pred[:0]))
 
 
 def test_categories_argument_and_bogus_gt_area(small_set):

@@ -21,7 +21,9 @@ from panoptic_detr.errors import DataError
 from panoptic_detr.data.formats import png_decode
 from panoptic_detr.evaluation import panoptic_quality as pq
 from panoptic_detr.evaluation.forked_map import fork_available, forked_map
-from panoptic_detr.evaluation.panoptic_quality import OFFSET, _pair_counts, pq_compute
+from panoptic_detr.evaluation import pq_pair_counts
+from panoptic_detr.evaluation.panoptic_quality import OFFSET, pq_compute
+from panoptic_detr.evaluation.pq_pair_counts import pair_counts
 
 
 def write_png_by_hand(path: Path, pixels: np.ndarray, bit_depth: int = 8, interlace: bool = False) -> None:
@@ -128,13 +130,13 @@ def test_pair_counts_with_id_lists_equal_numpy_unique(monkeypatch):
     partial = (np.array([0, 256, 0xFFFFFF], np.uint32), np.array([0], np.uint32))  # ids missing: added
     extra = (np.array([0, 7, 256, 65535, 999999], np.uint32), np.unique(np.append(pred, 42)))  # unused ids
     for gk, pk in (full, partial, extra, (None, None)):
-        for max_cells in (pq._MAX_TABLE_CELLS, 1):  # the table, and the sort for huge tables
-            monkeypatch.setattr(pq, "_MAX_TABLE_CELLS", max_cells)
-            pg, pp, c = _pair_counts(gt, pred, gk, pk)
+        for max_cells in (pq_pair_counts.MAX_TABLE_CELLS, 1):  # the table, and the sort for huge tables
+            monkeypatch.setattr(pq_pair_counts, "MAX_TABLE_CELLS", max_cells)
+            pg, pp, c = pair_counts(gt, pred, gk, pk)
             assert (pg * OFFSET + pp == keys).all() and (c == counts).all()
     # top bytes (alpha) that differ between pixels do not split pairs
     alpha = rng.integers(0, 256, gt.size).astype(np.uint32) << np.uint32(24)
-    pg, pp, c = _pair_counts(gt | alpha, pred | alpha[::-1], *full)
+    pg, pp, c = pair_counts(gt | alpha, pred | alpha[::-1], *full)
     assert (pg * OFFSET + pp == keys).all() and (c == counts).all()
 
 

@@ -221,3 +221,38 @@ def test_narrow_backbone_width_is_inferred_from_an_unconfigured_state_dict(tmp_p
     assert again.config.backbone_width == 48 and again.config.num_classes == 7
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("kind", ["detection-safetensors", "ddp-panoptic-pth"])
+def test_init_from_checkpoint_and_load_model_give_the_same_weights(tmp_path, kind):
+    """The trainer's --init and load_model go through one loading path (`load_weights`)."""
+    from panoptic_detr.engine.train import init_from_checkpoint
+    from panoptic_detr.model.build import build_from_config
+
+    torch.manual_seed(2)
+    if kind == "detection-safetensors":  # re-keyed under detr., fresh mask head, class rows moved by name
+        src = build_model("tiny", categories=cats("pipe", "brick", "gravel"), masks=False)
+        path = save_model(tmp_path / "det.safetensors", src)
+    else:  # saved from a DistributedDataParallel wrapper, no config nor categories
+        src = build_model("tiny", num_classes=4)
+        path = tmp_path / "ddp.pth"
+        torch.save({"model": {f"module.{k}": v for k, v in src.state_dict().items()}}, path)
+    new = cats("brick", "sand", "pipe")
+    torch.manual_seed(7)
+    loaded = load_model(path, preset="tiny", categories=new)
+    torch.manual_seed(7)
+    model = build_from_config(loaded.config)
+    logs = []
+    init_from_checkpoint(model, str(path), new, log=logs.append)
+    assert_same_weights(model.eval(), loaded)
+    sd, src_sd = loaded.state_dict(), src.state_dict()
+    if kind == "detection-safetensors":
+        assert logs == [f"init: weights from {path}; class head adapted 4 -> 4 classes (2 carried over by name); "
+                        "mask head starts fresh"]
+        assert torch.equal(sd["detr.class_embed.weight"][1], src_sd["class_embed.weight"][2])  # brick
+        assert torch.equal(sd["detr.class_embed.weight"][3], src_sd["class_embed.weight"][1])  # pipe
+        assert torch.equal(sd["detr.transformer.decoder.layers.0.linear1.weight"],
+                           src_sd["transformer.decoder.layers.0.linear1.weight"])
+    else:
+        assert logs == [f"init: weights from {path}; class head kept (4 classes)"]
+        assert_same_weights(loaded, src)

@@ -88,35 +88,8 @@ def read_labelme(json_path: Path, root: Path) -> tuple[SourceImage | None, list[
             item.problems.append(f"{src}: {sid} is not an object")
             continue
         label = str(shape.get("label", ""))
-        stype = shape.get("shape_type") or "polygon"
-        pts = shape.get("points") or []
-        try:
-            pts = [(float(p[0]), float(p[1])) for p in pts]
-        except (TypeError, ValueError, IndexError):
-            item.problems.append(f"{src}: {sid} ('{label}'): points must be [x, y] pairs")
-            continue
-        if stype in _NO_AREA:
-            item.warnings.append(f"{src}: {sid} ('{label}'): {stype} shape has no area; skipped")
-            continue
-        if stype == "polygon":
-            poly = [v for p in pts for v in p]
-        elif stype == "rectangle":
-            if len(pts) != 2:
-                item.problems.append(f"{src}: {sid} ('{label}'): rectangle needs 2 points, has {len(pts)}")
-                continue
-            (x0, y0), (x1, y1) = pts
-            x0, x1 = sorted((x0, x1))
-            y0, y1 = sorted((y0, y1))
-            poly = [x0, y0, x1, y0, x1, y1, x0, y1]
-        elif stype == "circle":
-            if len(pts) != 2:
-                item.problems.append(f"{src}: {sid} ('{label}'): circle needs 2 points, has {len(pts)}")
-                continue
-            (cx, cy), (px, py) = pts
-            r = math.hypot(px - cx, py - cy)
-            poly = [v for t in range(48) for v in (cx + r * math.cos(2 * math.pi * t / 48), cy + r * math.sin(2 * math.pi * t / 48))]
-        else:
-            item.problems.append(f"{src}: {sid} ('{label}'): unsupported shape_type '{stype}'")
+        poly = _shape_polygon(shape, f"{src}: {sid} ('{label}')", item)
+        if poly is None:
             continue
         gid = shape.get("group_id")
         key = (label, gid) if gid is not None else (label, None, k)
@@ -127,6 +100,37 @@ def read_labelme(json_path: Path, root: Path) -> tuple[SourceImage | None, list[
             groups[key] = ann
             item.annotations.append(ann)
     return item, []
+
+
+def _shape_polygon(shape: dict, where: str, item: SourceImage) -> list | None:
+    """A labelme shape as one flat polygon; None (with a problem or a warning on `item`)
+    when it has none."""
+    stype = shape.get("shape_type") or "polygon"
+    pts = shape.get("points") or []
+    try:
+        pts = [(float(p[0]), float(p[1])) for p in pts]
+    except (TypeError, ValueError, IndexError):
+        item.problems.append(f"{where}: points must be [x, y] pairs")
+        return None
+    if stype in _NO_AREA:
+        item.warnings.append(f"{where}: {stype} shape has no area; skipped")
+        return None
+    if stype == "polygon":
+        return [v for p in pts for v in p]
+    if stype not in ("rectangle", "circle"):
+        item.problems.append(f"{where}: unsupported shape_type '{stype}'")
+        return None
+    if len(pts) != 2:
+        item.problems.append(f"{where}: {stype} needs 2 points, has {len(pts)}")
+        return None
+    if stype == "rectangle":
+        (x0, y0), (x1, y1) = pts
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        return [x0, y0, x1, y0, x1, y1, x0, y1]
+    (cx, cy), (px, py) = pts
+    r = math.hypot(px - cx, py - cy)
+    return [v for t in range(48) for v in (cx + r * math.cos(2 * math.pi * t / 48), cy + r * math.sin(2 * math.pi * t / 48))]
 
 
 def _ext_of(data: bytes | None) -> str:

@@ -1,0 +1,67 @@
+"""Stage 1, read: every input, by its kind, into `SourceImage`s (no pixels decoded).
+
+`READERS` maps an input kind to its reader, `reader(spec, class_map) -> (images,
+problems, description)`; the description (or None when nothing could be read) goes to
+dataset.yaml's `inputs`. A new input format is one more entry.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from panoptic_detr.data.class_map import ClassMap
+from panoptic_detr.data.formats.coco_instances import read_things
+from panoptic_detr.data.formats.common import SourceImage
+from panoptic_detr.data.formats.labelme import read_labelme_dir
+from panoptic_detr.data.formats.panoptic_sources import read_panoptic_sources
+from panoptic_detr.data.prepare.options import PrepareOptions
+from panoptic_detr.errors import PanopticDetrError
+
+__all__ = ["READERS", "read_inputs"]
+
+Reader = Callable[[object, ClassMap], "tuple[list[SourceImage], list[str], dict | None]"]
+
+
+def _read_coco_instances(path, cmap: ClassMap):
+    imgs, probs = read_things(path, cmap)
+    return imgs, probs, {"kind": "coco-instances", "path": str(path), "images": len(imgs)}
+
+
+def _read_labelme(path, cmap: ClassMap):
+    imgs, probs = read_labelme_dir(path)
+    return imgs, probs, {"kind": "labelme", "path": str(path), "images": len(imgs)}
+
+
+def _read_coco_panoptic(spec, cmap: ClassMap):
+    js, png_dir, img_dir = spec
+    try:
+        imgs = read_panoptic_sources(js, png_dir, img_dir)
+    except PanopticDetrError as e:
+        return [], [str(e)], None
+    desc = {"kind": "coco-panoptic", "path": str(js), "png_dir": str(png_dir), "image_dir": str(img_dir),
+            "images": len(imgs)}
+    return imgs, [], desc
+
+
+READERS: dict[str, Reader] = {
+    "coco-instances": _read_coco_instances,  # --things: CVAT "COCO 1.0" files or folders
+    "labelme": _read_labelme,  # --labelme folders
+    "coco-panoptic": _read_coco_panoptic,  # --coco-panoptic JSON PNG_DIR IMAGE_DIR
+}
+
+
+def read_inputs(options: PrepareOptions, cmap: ClassMap) -> tuple[list[SourceImage], list[str], list[dict]]:
+    """(images, problems, input descriptions) of every input, in the order of the options."""
+    inputs = [("coco-instances", options.things), ("labelme", options.labelme),
+              ("coco-panoptic", options.panoptic_inputs())]
+    sources: list[SourceImage] = []
+    problems: list[str] = []
+    described: list[dict] = []
+    for kind, specs in inputs:
+        for spec in specs:
+            imgs, probs, desc = READERS[kind](spec, cmap)
+            sources += imgs
+            problems += probs
+            if desc is not None:
+                described.append(desc)
+    return sources, problems, described
