@@ -3,14 +3,20 @@
 Measures the Predictor's path -- forward without the mask head, mask head for the kept
 queries only, panoptic inference -- against the official way -- full forward computing
 masks for all 100 queries, then the same panoptic inference -- and checks that both
-give the identical panoptic map.
+give the identical panoptic map. Then (unless `--skip-api`) it times README's Python path,
+`Predictor(panoptic_detr.load_model(ckpt))(image)` in a fresh process, against the
+`panoptic-detr predict` command (run in-process by `cli.main` in another fresh process) on
+the same checkpoint and image, timing the same call (`Predictor.predict_tensors`) in both;
+and README's path once more with `PANOPTIC_DETR_NO_MALLOC_TUNING=1` (the Python path
+before the Predictor applied the allocator tuning itself).
 
 Random weights would keep either no query or all of them, so the class head is set up
 so that about `--kept` queries (default 15) pass the 0.85 threshold with varied
 classes, as a trained model does on a typical COCO image.
 
     .venv/bin/python bench/predict.py [--threads 2] [--runs 3] [--kept 15]
-        [--channels-last] [--no-fold-bn] [--no-malloc-tuning] [--compile] [--skip-reference]
+        [--channels-last] [--no-fold-bn] [--no-malloc-tuning] [--compile] [--skip-reference] [--skip-api]
+        [--api-rounds 1]
 
 By default the script keeps freed memory in the process (glibc `mallopt`, as the
 `predict` command does; `--no-malloc-tuning` to compare): otherwise every large
@@ -119,6 +125,10 @@ def main() -> int:
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="leave glibc malloc as it is (by default freed memory is kept, as the predict command does)")
     ap.add_argument("--skip-reference", action="store_true", help="do not time the full-mask forward")
+    ap.add_argument("--skip-api", action="store_true",
+                    help="do not time README's Python path against the predict command (fresh processes)")
+    ap.add_argument("--api-rounds", type=int, default=1,
+                    help="rounds of (command, API) processes, in alternating order; the best of each is shown")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -131,6 +141,7 @@ def main() -> int:
     malloc_tuned = False if args.no_malloc_tuning else tune_malloc()
 
     model = panoptic_detr.build_model(args.preset)
+    panoptic_detr_model = model  # the unfolded model (the one a checkpoint holds)
     options = dict(threshold=args.threshold, channels_last=args.channels_last, fold_bn=not args.no_fold_bn)
     rng = np.random.default_rng(0)
     # a smooth random "photo" at 600x800 -> processed 800x1066
@@ -147,6 +158,7 @@ def main() -> int:
     if args.compile:
         backbone = predictor.model.detr.backbone[0]
         backbone.body = torch.compile(backbone.body, dynamic=False)
+    model_for_files = panoptic_detr_model
     model = predictor.model
     isthing = predictor._isthing
     size = tuple(x.shape[-2:])
@@ -184,7 +196,7 @@ def main() -> int:
         b, q = keep.nonzero(as_tuple=True)
         masks = model.masks_for_queries(out["mask_context"], b, q)
         t2 = time.perf_counter()
-        res = panoptic_inference(out["pred_logits"][0], lambda idx: masks, size, original, isthing, args.threshold)
+        res = panoptic_inference(out["pred_logits"][0], masks, size, original, isthing, args.threshold)
         t3 = time.perf_counter()
     print(f"  forward without masks {1000 * (t1 - t0):.0f} ms, mask head for {len(q)} queries "
           f"{1000 * (t2 - t1):.0f} ms, panoptic inference {1000 * (t3 - t2):.0f} ms, "
@@ -205,7 +217,89 @@ def main() -> int:
     best = 1000 * min(t_fast)
     print(f"goal < {goal} ms (best of {len(t_fast)} runs, the least disturbed by other processes): "
           f"{'met' if best < goal else 'NOT met'} ({best:.0f} ms)")
+    if not args.skip_api:
+        api_vs_cli(model_for_files, image, args)
     return 0
+
+
+CHILD = """
+import json, sys, time
+mode, ckpt, folder, threads, runs = sys.argv[1:6]
+from panoptic_detr.engine.predict import Predictor
+
+times = []  # (wall s, process CPU s) of each Predictor.predict_tensors call: the same work on both paths
+original = Predictor.predict_tensors
+
+
+def timed(self, *a, **k):
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = original(self, *a, **k)
+    times.append((time.perf_counter() - t0, time.process_time() - c0))
+    return result
+
+
+Predictor.predict_tensors = timed
+if mode == "api":  # README's Python example, as a user runs it
+    import torch
+    torch.set_num_threads(int(threads))
+    import panoptic_detr
+    model = panoptic_detr.load_model(ckpt)
+    predictor = Predictor(model)
+    for _ in range(int(runs) + 2):
+        predictor(folder + "/img0.png")
+else:  # the command, in-process as `panoptic-detr predict` runs it
+    from panoptic_detr.cli import main
+    assert main(["predict", ckpt, folder, "--out", folder + "-out", "--quiet", "--no-overlay", "--threads", threads,
+                 "--overwrite"]) == 0
+print(json.dumps(times[2:]))  # two images warm up (heap growth, oneDNN primitive caches), as the first ones
+# of a command
+"""
+
+
+def api_vs_cli(model, image: np.ndarray, args) -> None:
+    """README's API path vs the predict command, each in a fresh process, same checkpoint and image."""
+    import json
+    import subprocess
+    import tempfile
+
+    from PIL import Image
+
+    from panoptic_detr.model.checkpoint import save_model
+
+    if args.threshold != 0.85:  # README's path runs at the checkpoint's threshold: 0.85 for this one
+        print("(API vs CLI skipped: it needs the default --threshold 0.85)")
+        return
+    runs = max(2, args.runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_model(Path(tmp) / "model.pth", model)
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for i in range(runs + 2):
+            Image.fromarray(image).save(folder / f"img{i}.png")
+
+        def child(mode: str, env_extra: dict | None = None) -> tuple[float, float]:
+            env = dict(os.environ, **(env_extra or {}))
+            out = subprocess.run([sys.executable, "-c", CHILD, mode, str(ckpt), str(folder), str(args.threads),
+                                  str(runs)], capture_output=True, text=True, env=env)
+            if out.returncode:
+                raise SystemExit(f"{mode} child failed:\n{out.stderr[-2000:]}")
+            times = json.loads(out.stdout.strip().splitlines()[-1])
+            return (1000 * statistics.median(t for t, _ in times), 1000 * statistics.median(c for _, c in times),
+                    1000 * min(t for t, _ in times))
+
+        rounds = [(child("cli"), child("api")) if r % 2 == 0 else tuple(reversed((child("api"), child("cli"))))
+                  for r in range(max(1, args.api_rounds))]  # alternating order: load drifts hit both
+        cli = tuple(min(c[i] for c, _ in rounds) for i in range(3))
+        api = tuple(min(a[i] for _, a in rounds) for i in range(3))
+        untuned = child("api", {"PANOPTIC_DETR_NO_MALLOC_TUNING": "1"})
+    print(f"per image after a 2-image warm-up, {runs} images, fresh processes, best of {len(rounds)} round(s) "
+          f"(median wall ms / median process CPU ms / min wall ms):")
+    print(f"  the predict command:                          {cli[0]:.0f} / {cli[1]:.0f} / {cli[2]:.0f}")
+    print(f"  README's API, Predictor(load_model(ckpt))(x): {api[0]:.0f} / {api[1]:.0f} / {api[2]:.0f}"
+          f"  -> API / CLI {api[0] / cli[0]:.2f} / {api[1] / cli[1]:.2f} / {api[2] / cli[2]:.2f}")
+    print(f"  the same without the allocator tuning (PANOPTIC_DETR_NO_MALLOC_TUNING=1, the API before the "
+          f"Predictor applied it): {untuned[0]:.0f} / {untuned[1]:.0f} / {untuned[2]:.0f} -> "
+          f"{untuned[0] / cli[0]:.2f} / {untuned[1] / cli[1]:.2f} / {untuned[2] / cli[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ a config file is reported instead of silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -32,12 +33,30 @@ def read_yaml(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: {yaml_error_message(e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (YAML) file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def yaml_error_message(e: yaml.YAMLError) -> str:
+    """One line from a YAML error: where (line, column, 1-based) and what, plus what was
+    being parsed (PyYAML's own first line, e.g. "while parsing a flow sequence", says
+    neither where nor what)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if mark is None or not problem:
+        return "invalid YAML: " + " ".join(str(e).split())[:200]
+    msg = f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context:
+        where = f" started at line {cmark.line + 1}, column {cmark.column + 1}" if cmark is not None else ""
+        msg += f" ({context}{where})"
+    return msg
 
 
 def resolve_preset(kind: str, name_or_path: str) -> dict:
@@ -79,11 +98,21 @@ def from_dict(cls: type[T], values: dict, where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where else name)
+        kwargs[name] = _convert(hints[name], value, _key(where, name))
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def _key(where: str, name: str) -> str:
+    """`where` extended by a key: "train config 'x.yaml'" + "optim" -> "train config
+    'x.yaml': optim", then + "lr" -> "train config 'x.yaml': optim.lr"."""
+    if not where:
+        return name
+    if " " in where and ": " not in where:  # a description of the source, not yet a key
+        return f"{where}: {name}"
+    return f"{where}.{name}"
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -95,6 +124,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value is None:
             return None
         return _convert(args[0], value, where) if len(args) == 1 else value
+    if origin is dict:
+        if value is None:  # an empty YAML section
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, arg = typing.get_args(tp) or (Any, Any)
+        return {k: _convert(arg, v, _key(where, str(k))) for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -102,6 +138,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         items = [_convert(arg, v, where) for v in value]
         return tuple(items) if origin is tuple else items
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML reads .nan / .inf; --set reads nan / inf
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)

@@ -83,3 +83,28 @@ def test_atomic_outputs_get_umask_permissions_not_private_ones(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_yaml_syntax_error_keeps_line_column_and_problem(tmp_path):
+    """A bracket left open in a hand-edited config: PyYAML's first line is only "while
+    parsing a flow sequence"; the message keeps where and what."""
+    from panoptic_detr.config import read_yaml
+
+    bad = tmp_path / "train.yaml"
+    bad.write_text("epochs: 3\ndata:\n  scales: [256, 288\n  batch_size: 2\n")
+    with pytest.raises(ConfigError) as e:
+        read_yaml(bad)
+    msg = str(e.value)
+    assert msg.startswith(f"{bad}: invalid YAML at line 4, column 13: expected ',' or ']'")
+    assert "while parsing a flow sequence started at line 3, column 11" in msg and "\n" not in msg
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not a text"):
+        read_yaml(bad)
+
+
+def test_from_dict_rejects_nan_and_infinity():
+    """`.nan` / `.inf` in YAML (or `--set optim.lr=nan`) are floats: refused by key."""
+    with pytest.raises(ConfigError, match=r"^inner.lr: expected a finite number, got nan$"):
+        from_dict(Outer, {"inner": {"lr": float("nan")}})
+    with pytest.raises(ConfigError, match=r"^cfg 'x.yaml': inner.lr: expected a finite number, got inf$"):
+        from_dict(Outer, {"inner": {"lr": float("inf")}}, where="cfg 'x.yaml'")

@@ -21,6 +21,7 @@ FORBIDDEN = {
     "evaluation": {"engine", "commands", "cli", "apps"},
     "viz": {"engine", "commands", "cli", "apps"},
     "engine": {"commands", "cli", "apps"},
+    "deploy": {"commands", "cli", "apps"},  # at the engine level
 }
 
 MAX_MODULE_LINES = 400

@@ -83,11 +83,15 @@ def build_base_model(cfg: BaseModelConfig) -> dict:
 
 
 def export_fp16(checkpoint: Path, target: Path) -> None:
-    """Write the model of a training result as fp16 safetensors with its config and categories."""
+    """Write the model of a training result as fp16 safetensors with its config, categories and
+    inference settings (the recipe's, chosen on its val split: MODEL_CARD.md)."""
     from panoptic_detr import load_model
     from panoptic_detr.model.checkpoint import save_model
+    from panoptic_detr.model.inference_defaults import InferenceDefaults
 
     if not checkpoint.exists():
         raise PanopticDetrError(f"{checkpoint}: no trained model to export")
     model = load_model(checkpoint)
-    save_model(target, model, categories=model.categories, half=True)
+    inference = InferenceDefaults(threshold=EVAL_THRESHOLD, dedup=EVAL_DEDUP, short_side=EVAL_SHORT_SIDE,
+                                  max_size=1333, geometry="aligned")
+    save_model(target, model, categories=model.categories, half=True, inference=inference)

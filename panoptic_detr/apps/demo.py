@@ -33,6 +33,10 @@ EVAL_THRESHOLD = 0.4
 # three queries on one object, and each fragment is a false positive. Chosen, with the
 # threshold, on the base model's val split (MODEL_CARD.md), not on the demo's.
 EVAL_DEDUP = 0.5
+# The demo passes none of these to its commands: the checkpoints carry them
+# (`model.inference_defaults`): the base model these values (`make base-model` writes them),
+# the trained model its train config's eval settings (`tiny`: 0.4, 0.5, 288; max size 480,
+# above the 360 px long side of the demo's scenes at 288).
 
 
 @dataclass
@@ -137,8 +141,8 @@ class Demo:
                    "--stuff-truth", self.raw / "stuff" / "panoptic.json", self.raw / "stuff" / "panoptic",
                    "--seed", cfg.seed, "--overwrite"]
         if use_base:
-            prepare += ["--stuff-from", cfg.base_model, "--teacher-short-side", cfg.size.split("x")[0],
-                        "--teacher-threshold", EVAL_THRESHOLD, "--teacher-dedup", EVAL_DEDUP]
+            # the teacher sees the scenes at their own size; threshold and dedup are the base model's
+            prepare += ["--stuff-from", cfg.base_model, "--teacher-short-side", cfg.size.split("x")[0]]
         self._run("prepare", prepare, done=PreparedDataset(self.dataset).dataset_yaml)
 
         train = ["train", "--data", self.dataset, "--out", self.train_dir, "--config", cfg.train_config,
@@ -153,23 +157,20 @@ class Demo:
         )
         self._run(
             "evaluate",
-            ["evaluate", self.model_path, self.dataset, "--split", "val", "--out", self.eval_dir,
-             "--short-side", EVAL_SHORT_SIDE, "--threshold", EVAL_THRESHOLD, "--dedup", EVAL_DEDUP],
+            ["evaluate", self.model_path, self.dataset, "--split", "val", "--out", self.eval_dir],
             done=self.eval_dir / "metrics.json",
         )
         val_images = PreparedDataset(self.dataset).split("val").images_dir
         self._run(
             "predict",
-            ["predict", self.model_path, val_images, "--out", self.predict_dir, "--short-side", EVAL_SHORT_SIDE,
-             "--threshold", EVAL_THRESHOLD, "--dedup", EVAL_DEDUP],
+            ["predict", self.model_path, val_images, "--out", self.predict_dir, "--overwrite"],
             done=self.predict_dir / "predictions.json",
         )
         example = sorted(val_images.iterdir())[0]
         self._run(
             "explain",
-            ["explain", self.model_path, example, "--out", self.explain_dir, "--short-side", EVAL_SHORT_SIDE,
-             "--threshold", EVAL_THRESHOLD, "--dedup", EVAL_DEDUP, "--overwrite"],
-            done=self.explain_dir / "index.html",
+            ["explain", self.model_path, example, "--out", self.explain_dir, "--overwrite"],
+            done=self.explain_dir / "explorer.html",  # the report links it (older runs: explain again)
         )
 
         total = time.perf_counter() - t_start

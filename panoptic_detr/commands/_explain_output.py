@@ -18,7 +18,7 @@ import numpy as np
 
 from panoptic_detr.errors import PanopticDetrError
 
-__all__ = ["images_of", "sibling_images", "explain_to_folder", "explain_queries_to_folder"]
+__all__ = ["images_of", "sibling_images", "explain_to_folder", "explain_queries_to_folder", "read_query_boxes"]
 
 
 def images_of(data: str | os.PathLike, split: str = "val") -> list[Path]:
@@ -83,17 +83,23 @@ def explain_to_folder(
     source: str | None = None,
     dpi: int = 110,
     log: Callable[[str], None] | None = None,
+    explorer=None,
+    explorer_query_boxes: str | os.PathLike | None = None,
 ) -> Path:
-    """The `explain` command: every figure for `image` and `index.html`, in `out`
-    (built atomically), with `predictor` (an `engine.predict.Predictor`: its threshold,
-    resize and dedup apply). Figure 3 runs the model over up to `max_images` images of
-    `query_images` (a folder or prepared dataset; default: `image`'s folder) at
+    """The `explain` command: every figure for `image`, `index.html` and `explorer.html`,
+    in `out` (built atomically), with `predictor` (an `engine.predict.Predictor`: its
+    threshold, resize and dedup apply). Figure 3 runs the model over up to `max_images`
+    images of `query_images` (a folder or prepared dataset; default: `image`'s folder) at
     `query_short_side` (default half the predictor's short side); when fewer than
-    min(`min_query_images`, `max_images`) are found, crops of `image` make up the difference."""
+    min(`min_query_images`, `max_images`) are found, crops of `image` make up the difference.
+    `explorer`: a `viz.explorer_data.ExplorerOptions` (default options), or False for no
+    explorer; `explorer_query_boxes`: an `explain-queries` output (its folder or
+    `query_boxes.npz`) whose boxes the explorer shows (default: figure 3's images)."""
     from panoptic_detr.data.image_io import load_image
     from panoptic_detr.engine.explain import explain_image, query_boxes
     from panoptic_detr.utils.io import atomic_dir
     from panoptic_detr.viz.explain_page import write_explanation
+    from panoptic_detr.viz.explorer_data import ExplorerOptions
 
     say = log or (lambda msg: print(msg, file=sys.stderr))
     image = Path(image)
@@ -102,9 +108,15 @@ def explain_to_folder(
     for x, y in points or []:
         if not (0 <= x < W and 0 <= y < H):
             raise PanopticDetrError(f"--points {x:g},{y:g}: outside the {W} x {H} image {image}")
+    if explorer is None:
+        explorer = ExplorerOptions()
+    dataset_boxes = read_query_boxes(explorer_query_boxes) if explorer and explorer_query_boxes else None
     t0 = time.perf_counter()
-    expl = explain_image(predictor, arr)
+    expl = explain_image(predictor, arr, encoder_heads=explorer.encoder_heads if explorer else "last")
     t1 = time.perf_counter()
+    if dataset_boxes is not None and dataset_boxes[0].boxes.shape[1] != expl.num_queries:
+        raise PanopticDetrError(f"{explorer_query_boxes}: boxes of {dataset_boxes[0].boxes.shape[1]} queries, "
+                                f"the model has {expl.num_queries}")
     say(f"explain: {len(expl.keep)} of {expl.num_queries} queries above {expl.threshold:g} "
         f"(forward with attention {expl.timings['forward']:.1f} s)")
 
@@ -120,11 +132,44 @@ def explain_to_folder(
     meta = {"checkpoint": source or "", "image": str(image)}
     with atomic_dir(out, overwrite=overwrite) as tmp:
         written = write_explanation(tmp, expl, points, stats, query_source=" (" + note.strip() + ")",
-                                    num_queries=num_queries, source=meta, dpi=dpi)
+                                    num_queries=num_queries, source=meta, dpi=dpi, explorer=bool(explorer))
+        if explorer:
+            boxes, where = dataset_boxes or (stats, " (" + note.strip() + ")")
+            report = _write_explorer(tmp, expl, explorer, boxes, where, written, image.name)
+            say(f"explain: explorer.html {report}")
     t3 = time.perf_counter()
     say(f"explain: {len(written) - 1} figures and index.html in {out} "
         f"(model {t1 - t0:.1f} s, {stats.num_images} images for figure 3 {t2 - t1:.1f} s, drawing {t3 - t2:.1f} s)")
     return Path(out) / "index.html"
+
+
+def _write_explorer(folder: Path, expl, options, boxes, where: str, figures: list, name: str) -> str:
+    """explorer.html in `folder`, linking the static figures; returns its size report."""
+    from panoptic_detr.viz.explorer import EXPLORER_FILE, write_explorer
+
+    links = [(Path(p).name, Path(p).stem.split("_", 1)[-1].replace("_", " ")) for p in figures]
+    _, report = write_explorer(folder / EXPLORER_FILE, expl, options, boxes, where,
+                               links=[("index.html", "all figures")] + links[:-1], source=name)
+    return report
+
+
+def read_query_boxes(path: str | os.PathLike):
+    """(`engine.explain.QueryBoxes`, caption) of an `explain-queries` output: its folder
+    or its `query_boxes.npz`."""
+    from panoptic_detr.engine.explain import QueryBoxes
+
+    p = Path(path)
+    npz = p / "query_boxes.npz" if p.is_dir() else p
+    if not npz.is_file():
+        raise PanopticDetrError(f"{p}: no query_boxes.npz (the output of `panoptic-detr explain-queries`)")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            boxes = QueryBoxes(z["boxes"].astype(np.float32), z["scores"], z["labels"], [str(v) for v in z["images"]])
+    except (KeyError, ValueError, OSError) as e:
+        raise PanopticDetrError(f"{npz}: not an explain-queries output ({e})") from None
+    if boxes.boxes.ndim != 3 or boxes.boxes.shape[-1] != 4:
+        raise PanopticDetrError(f"{npz}: boxes must be [images, queries, 4], got {list(boxes.boxes.shape)}")
+    return boxes, f" (explain-queries output {npz.parent})"
 
 
 def explain_queries_to_folder(

@@ -29,7 +29,7 @@ def check_common(args) -> None:
 
     if args.queries < 1:
         raise PanopticDetrError(f"--queries must be at least 1, got {args.queries}")
-    if args.short_side < 1 or args.max_size < 1:
+    if any(v is not None and v < 1 for v in (args.short_side, args.max_size)):  # explain: None = the checkpoint's
         raise PanopticDetrError("--short-side and --max-size must be positive")
     if not 20 <= args.dpi <= 600:
         raise PanopticDetrError(f"--dpi must be between 20 and 600, got {args.dpi}")

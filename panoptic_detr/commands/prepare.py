@@ -2,7 +2,7 @@
 
     panoptic-detr prepare --class-map YAML --out DIR [--things PATH ...] [--labelme DIR ...]
         [--coco-panoptic JSON PNG_DIR IMAGE_DIR] [--stuff-from CKPT] [--stuff-truth JSON PNG_DIR]
-        [--teacher-mask-things] [--teacher-short-side PX] [--teacher-threshold T] [--teacher-dedup F] [--val-ratio 0.2] [--seed 0] [--check] [--skip-bad] [--overwrite]
+        [--teacher-mask-things] [--teacher-short-side PX] [--teacher-threshold T] [--teacher-dedup F] [--teacher-max-size PX] [--teacher-geometry G] [--val-ratio 0.2] [--workers N] [--crowd auto|keep|instances] [--seed 0] [--check] [--skip-bad] [--overwrite]
 
 See `panoptic_detr.data.prepare` for what is built and how. Exit code 2 on bad input
 (one line naming the file and the item), nothing written; `--check` lists every problem.
@@ -19,7 +19,7 @@ HELP = "build a COCO-panoptic dataset from your annotated things (+ stuff from C
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from panoptic_detr.commands import add_dedup_argument
+    from panoptic_detr.commands import add_inference_arguments
 
     p.add_argument("--class-map", required=True, metavar="YAML",
                    help="class map YAML, or a preset name: construction, demo, base")
@@ -34,16 +34,19 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="true stuff of custom images (COCO-panoptic, matched by file name); with --stuff-from it labels val")
     p.add_argument("--teacher-mask-things", action="store_true",
                    help="grey out the annotated things before the teacher sees the image")
-    p.add_argument("--teacher-short-side", type=int, default=None, metavar="PX",
-                   help="resize for the teacher (default: the predictor's own)")
-    p.add_argument("--teacher-threshold", type=float, default=None, metavar="T",
-                   help="teacher's score threshold (default: the predictor's own)")
-    add_dedup_argument(p, "--teacher-dedup")
-    p.add_argument("--val-ratio", type=float, default=0.2, help="fraction of images in val (default 0.2)")
+    add_inference_arguments(p, "--teacher-")  # the teacher's settings: by default its checkpoint's
+    p.add_argument("--val-ratio", type=float, default=0.2,
+                   help="fraction of images in val (default 0.2); 1.0: every image in val, an evaluation-only set")
+    p.add_argument("--crowd", choices=["auto", "keep", "instances"], default="auto",
+                   help="iscrowd 1 annotations of --things: auto (default) reads the RLE masks of CVAT exports as "
+                        "instances (CVAT marks every brush mask crowd) and keeps other crowds; keep; instances")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--check", action="store_true", help="validate the inputs, print every problem, write nothing")
     p.add_argument("--skip-bad", action="store_true", help="skip bad images and list them in prepare-report.txt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes reading, validating, rasterising and writing images (default 1); "
+                        "the output is byte-identical whatever N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -60,20 +63,18 @@ class _LazyTeacher:
             from panoptic_detr.engine.predict import Predictor
 
             print(f"loading teacher {self.checkpoint}", file=sys.stderr)
-            self._panoptic = Predictor(self.checkpoint, **self.options).panoptic
+            predictor = Predictor(self.checkpoint, **self.options)
+            if hasattr(predictor, "settings_line"):
+                flags = {name: "--teacher-" + name.replace("_", "-") for name in self.options}
+                print("teacher " + predictor.settings_line(flags), file=sys.stderr)
+            self._panoptic = predictor.panoptic
         return self._panoptic(image)
 
 
 def _teacher(args) -> _LazyTeacher | None:
-    teacher_options = {}
-    if args.teacher_short_side:
-        teacher_options["short_side"] = args.teacher_short_side
-    if args.teacher_threshold is not None:
-        teacher_options["threshold"] = args.teacher_threshold
-    if args.teacher_dedup is not None:
-        from panoptic_detr.engine.inference import check_dedup
+    from panoptic_detr.commands import inference_overrides
 
-        teacher_options["dedup"] = check_dedup(args.teacher_dedup, "--teacher-dedup")
+    teacher_options = inference_overrides(args, "teacher_", "--teacher-")  # checked before anything is read
     return _LazyTeacher(args.stuff_from, teacher_options) if args.stuff_from is not None else None
 
 
@@ -91,10 +92,12 @@ def run(args) -> int:
         teacher_mask_things=args.teacher_mask_things,
         val_ratio=args.val_ratio,
         seed=args.seed,
+        crowd=args.crowd,
         check=args.check,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        workers=args.workers,
     )
     summary = prepare(options, teacher=_teacher(args))
     if args.check:

@@ -34,6 +34,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), help="mixed precision on CUDA (default auto)")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="CPU threads for torch in each process")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only (for bit-identical CUDA runs; slower; CPU runs are already)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=5e-5 --set data.scales=[256,288]")
@@ -56,6 +58,8 @@ def build_config(args):
         data["workers"] = args.workers
     if args.no_progress:
         overrides["progress"] = False
+    if getattr(args, "deterministic", False):
+        overrides["deterministic"] = True
     return load_train_config(args.config, overrides)
 
 

@@ -16,6 +16,11 @@ A class map is a YAML file (or a preset name: `construction`, `demo`, `base`, sh
       "concrete_pump_(50%)": concrete_pump
     ignore: ["unlabeled"]        # optional: input names dropped without complaint
 
+A class may also be written `name: {fold: [names], init_from: [names]}`: `init_from` names the
+classes of a pretrained checkpoint (e.g. COCO's `truck`) whose class-head rows start this
+class's row when fine-tuning (`head_sources`); without it a class starts from its members,
+the checkpoint's classes that fold into it (`members`).
+
 `things` may also be a mapping (class -> list of folded names). The literal entry
 `all COCO thing classes` (in at most one class's list, usually a stuff group `misc`)
 folds every COCO-panoptic thing category that no class takes by name or fold list.
@@ -56,6 +61,7 @@ ALL_COCO_THINGS = "all COCO thing classes"
 IGNORE = "<ignore>"
 PRESETS = ("construction", "demo", "base")
 _KNOWN_KEYS = {"things", "stuff", "aliases", "cvat_folder_aliases", "ignore"}
+_CLASS_KEYS = {"fold", "init_from"}
 
 
 def normalise_name(name: str) -> str:
@@ -75,6 +81,7 @@ class ClassMap:
     folder_aliases: dict[str, str] = field(default_factory=dict)
     ignore: list[str] = field(default_factory=list)
     source: str = "<class map>"
+    init_from: dict[str, list[str]] = field(default_factory=dict)  # class -> checkpoint classes its row starts from
 
     def __post_init__(self) -> None:
         self._build()
@@ -108,6 +115,7 @@ class ClassMap:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(_KNOWN_KEYS))}")
         things: list[str] = []
         folds: dict[str, list[str]] = {}
+        init_from: dict[str, list[str]] = {}
         raw_things = data.get("things") or []
         if isinstance(raw_things, dict):
             raw_things = [{k: v} for k, v in raw_things.items()]
@@ -119,7 +127,7 @@ class ClassMap:
             elif isinstance(entry, dict) and len(entry) == 1:
                 (name, names), = entry.items()
                 things.append(str(name))
-                folds[str(name)] = _name_list(names, f"{source}: thing '{name}'")
+                folds[str(name)] = _class_entry(names, f"{source}: thing '{name}'", init_from, str(name))
             else:
                 raise ConfigError(f"{source}: things entry #{i} must be a name or 'name: [folded names]'")
         raw_stuff = data.get("stuff") or {}
@@ -135,11 +143,11 @@ class ClassMap:
             raw_stuff = d
         if not isinstance(raw_stuff, dict):
             raise ConfigError(f"{source}: 'stuff' must map group names to lists of names")
-        stuff = {str(k): _name_list(v, f"{source}: stuff group '{k}'") for k, v in raw_stuff.items()}
+        stuff = {str(k): _class_entry(v, f"{source}: stuff group '{k}'", init_from, str(k)) for k, v in raw_stuff.items()}
         aliases = _str_dict(data.get("aliases"), f"{source}: aliases")
         folder_aliases = _str_dict(data.get("cvat_folder_aliases"), f"{source}: cvat_folder_aliases")
         ignore = _name_list(data.get("ignore"), f"{source}: ignore")
-        return cls(things, stuff, folds, aliases, folder_aliases, ignore, source)
+        return cls(things, stuff, folds, aliases, folder_aliases, ignore, source, init_from)
 
     # ------------------------------------------------------------- the tables
     def _build(self) -> None:
@@ -239,10 +247,32 @@ class ClassMap:
         return (f"unknown category '{name}' (not in class map {self.source}); "
                 f"known: {', '.join(self.class_names)}{folded}{misc}")
 
+    def members(self, name: str, categories=None) -> list[str]:
+        """The names of `categories` (default: COCO panoptic's) that fold into class `name`,
+        in their order: a stuff group's COCO members, `misc`'s COCO things, a thing's folds."""
+        cats = categories if categories is not None else coco_panoptic_categories()
+        return [c.name for c in cats if self.resolve(c.name) == name]
+
+    def head_sources(self, categories=None) -> dict[str, list[str]]:
+        """class -> the classes of `categories` (a checkpoint's) its class-head row starts from:
+        `init_from` where the map gives it, else its `members` (classes without any are left out)."""
+        out = {}
+        for name in self.class_names:
+            names = self.init_from.get(name) or self.members(name, categories)
+            if names:
+                out[name] = names
+        return out
+
     def to_dict(self) -> dict:
         """The class map as a YAML-ready mapping (round-trips through `from_dict`)."""
-        things = [({t: list(self.thing_folds[t])} if self.thing_folds.get(t) else t) for t in self.things]
-        d: dict = {"things": things, "stuff": {k: list(v) for k, v in self.stuff.items()}}
+        def entry(name: str, folds: list[str]):
+            if name in self.init_from:
+                return {"fold": list(folds), "init_from": list(self.init_from[name])}
+            return list(folds)
+
+        things = [({t: entry(t, self.thing_folds.get(t, []))} if self.thing_folds.get(t) or t in self.init_from else t)
+                  for t in self.things]
+        d: dict = {"things": things, "stuff": {k: entry(k, v) for k, v in self.stuff.items()}}
         if self.aliases:
             d["aliases"] = dict(self.aliases)
         if self.folder_aliases:
@@ -260,6 +290,18 @@ def _name_list(v, where: str) -> list[str]:
     if not isinstance(v, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v):
         raise ConfigError(f"{where}: expected a list of names")
     return [str(x) for x in v]
+
+
+def _class_entry(v, where: str, init_from: dict[str, list[str]], name: str) -> list[str]:
+    """A class's folded names: a list, or a mapping with `fold` and `init_from` (recorded in `init_from`)."""
+    if not isinstance(v, dict):
+        return _name_list(v, where)
+    unknown = sorted(map(str, set(v) - _CLASS_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_CLASS_KEYS))}")
+    if v.get("init_from") is not None:
+        init_from[name] = _name_list(v["init_from"], f"{where}: init_from")
+    return _name_list(v.get("fold"), f"{where}: fold")
 
 
 def _str_dict(v, where: str) -> dict[str, str]:

@@ -36,28 +36,49 @@ def dataset_stats(root: str | os.PathLike) -> dict:
     return out
 
 
+def _int(v, where: str) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{where}: {v!r} is not an integer") from None
+
+
 def _split_stats(path: Path, cats: CategoryList) -> dict:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DataError(f"{path}: not a COCO-panoptic JSON")
-    sizes = {im["id"]: int(im.get("width", 0)) * int(im.get("height", 0)) for im in data.get("images", [])}
+    sizes = {}
+    for i, im in enumerate(data.get("images", [])):
+        if not isinstance(im, dict) or "id" not in im or isinstance(im["id"], (list, dict)):
+            raise DataError(f"{path}: image #{i} needs an 'id'")
+        where = f"{path}: image id {im['id']}"
+        sizes[im["id"]] = _int(im.get("width", 0), f"{where} width") * _int(im.get("height", 0), f"{where} height")
     classes = {c.name: {"images": 0, "segments": 0, "pixels": 0, "isthing": c.isthing} for c in cats}
     total = void = 0
     for ann in data["annotations"]:
+        if not isinstance(ann, dict) or not isinstance(ann.get("segments_info", []), list):
+            raise DataError(f"{path}: annotation of image id {ann.get('image_id') if isinstance(ann, dict) else '?'}: "
+                            "not an object with a segments_info list")
         seen = set()
         covered = 0
-        for s in ann.get("segments_info", []):
-            c = cats.by_id.get(int(s["category_id"]))
+        image_id = ann.get("image_id")
+        for j, s in enumerate(ann.get("segments_info", [])):
+            ref = f"{path}: image id {image_id} segment {s.get('id', '#' + str(j)) if isinstance(s, dict) else '#' + str(j)}"
+            if not isinstance(s, dict) or "category_id" not in s:
+                raise DataError(f"{ref}: no category_id")
+            cid = _int(s["category_id"], f"{ref} category_id")
+            c = cats.by_id.get(cid)
             if c is None:
-                raise DataError(f"{path}: image id {ann.get('image_id')} segment {s.get('id')}: unknown category_id {s['category_id']}")
+                raise DataError(f"{ref}: unknown category_id {s['category_id']}")
+            area = _int(s.get("area", 0), f"{ref} area")
             st = classes[c.name]
             st["segments"] += 1
-            st["pixels"] += int(s.get("area", 0))
-            covered += int(s.get("area", 0))
+            st["pixels"] += area
+            covered += area
             seen.add(c.name)
         for n in seen:
             classes[n]["images"] += 1
-        px = sizes.get(ann.get("image_id"), 0)
+        px = sizes.get(image_id, 0) if not isinstance(image_id, (list, dict)) else 0
         total += px
         void += max(0, px - covered)
     return {"images": len(data["annotations"]), "pixels": total, "void_pixels": void, "classes": classes}

@@ -28,6 +28,25 @@ CHECKPOINT = "checkpoint.pth"
 FINAL = "model_final.pth"
 BEST = "model_best.pth"
 REQUIRED = ("model", "optimizer", "epoch", "step_in_epoch", "global_step")
+# What a run writes through utils.io.atomic_path (temporaries `.<name>.<random>.tmp` beside them).
+RUN_FILES = (CHECKPOINT, FINAL, BEST, "checkpoint_epoch*.pth", "metrics.jsonl", "train_config.yaml")
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> list[tuple[str, int]]:
+    """Delete the temporaries that a run killed while writing one of its files left in
+    `out_dir` (a checkpoint's is as large as the checkpoint); returns (name, bytes) of each.
+    Call it before the run writes anything (rank 0 only)."""
+    out_dir = Path(out_dir)
+    removed = []
+    if not out_dir.is_dir():
+        return removed
+    for name in RUN_FILES:
+        for tmp in sorted(out_dir.glob(f".{name}.*.tmp")):
+            if tmp.is_file() and not tmp.is_symlink():
+                size = tmp.stat().st_size
+                tmp.unlink()
+                removed.append((tmp.name, size))
+    return removed
 
 
 def capture_rng_state() -> dict:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panoptic_detr.engine import distributed as D
+from panoptic_detr.engine.determinism import deterministic_enabled
 from panoptic_detr.engine.matcher import HungarianMatcher
 from panoptic_detr.utils.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
@@ -45,7 +46,34 @@ def dice_loss(inputs: Tensor, targets: Tensor, num_boxes: float) -> Tensor:
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_boxes
 
 
+def _bilinear_matrix(out_size: int, in_size: int, like: Tensor) -> Tensor:
+    """[out, in] weights of 1-D linear interpolation, as F.interpolate(align_corners=False)."""
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(in_size - 1)
+    i1 = (i0 + 1).clamp_max(in_size - 1)
+    frac = src - i0
+    m = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    m.index_put_((rows, i0), 1 - frac, accumulate=True)
+    m.index_put_((rows, i1), frac, accumulate=True)
+    return m.to(like)
+
+
+def upsample_bilinear(src: Tensor, size: tuple[int, int]) -> Tensor:
+    """[N, h, w] -> [N, H, W], bilinear (align_corners=False). In deterministic mode on a GPU
+    as two matrix products (F.interpolate's backward adds with atomics there and raises);
+    equal to F.interpolate up to float rounding. Elsewhere F.interpolate itself."""
+    if not deterministic_enabled(src):
+        return F.interpolate(src[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    mh = _bilinear_matrix(size[0], src.shape[-2], src)
+    mw = _bilinear_matrix(size[1], src.shape[-1], src)
+    return mh @ src @ mw.T
+
+
 def _src_index(indices):
+    """(image, query) of every matched pair. Gathering `t[batch, src]` with them is repeatable:
+    the pairs are distinct, so the backward's atomic adds never meet (unlike `t[batch]` with
+    repeated images: model/segmentation.py uses index_select for those)."""
     batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
     src = torch.cat([src for src, _ in indices])
     return batch, src
@@ -90,7 +118,11 @@ class SetCriterion(nn.Module):
         target_classes_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[batch_idx, src_idx] = target_classes_o
-        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.device))
+        weight = self.empty_weight.to(logits.device)
+        if deterministic_enabled(logits):  # [B*Q, C]: nll_loss2d's mean adds with atomics on GPUs
+            loss_ce = F.cross_entropy(logits.flatten(0, 1), target_classes.flatten(), weight)
+        else:
+            loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
         losses = {"loss_ce": loss_ce}
         if log:
             with torch.no_grad():
@@ -141,7 +173,7 @@ class SetCriterion(nn.Module):
             m = t["masks"][j.to(t["masks"].device)]
             tgt[k : k + len(m), : m.shape[-2], : m.shape[-1]] = m.to(tgt)
             k += len(m)
-        src = F.interpolate(src[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        src = upsample_bilinear(src, (h, w))
         src, tgt = src.flatten(1), tgt.flatten(1)
         return {
             "loss_mask": sigmoid_focal_loss(src, tgt, num_boxes, self.focal_alpha, self.focal_gamma),

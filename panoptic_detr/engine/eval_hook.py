@@ -1,8 +1,9 @@
 """The evaluation hook: validation losses and PQ during training, and the best model.
 
 Every `eval.every` epochs and at the end of the run (`eval.every` 0: at the end only, -1:
-never): the losses on the validation split (all processes share the images), and on rank 0
-the panoptic quality of an `engine.predict.Predictor` of the model (`evaluation.evaluate`).
+never): the losses on the validation split (all processes share the images), and the
+panoptic quality of an `engine.predict.Predictor` of the model (`evaluation.evaluate`;
+under torchrun every process predicts its shard of the split and rank 0 scores them all).
 The model with the best PQ so far is written to `model_best.pth`. Evaluation draws no
 random numbers from the training streams and leaves the model in its training mode.
 """
@@ -49,7 +50,7 @@ class EvalHook(Hook):
         if cfg.eval.loss:
             record.update(self.val_losses(trainer))
         if cfg.eval.pq and hasattr(trainer.model, "mask_head"):
-            pq = self.pq(trainer) if trainer.main else None
+            pq = self.pq(trainer)  # every process predicts its shard of the split, rank 0 scores
             pq = D.broadcast_object(pq)
             if pq:
                 record.update(pq)
@@ -97,6 +98,7 @@ class EvalHook(Hook):
         """PQ (and box AP when evaluation reports it) of the model on the validation split;
         None when the split is missing or evaluation fails."""
         from panoptic_detr.engine.predict import Predictor
+        from panoptic_detr.engine.sharding import Shard
         from panoptic_detr.evaluation.evaluate import evaluate_model
 
         cfg = trainer.cfg
@@ -107,15 +109,19 @@ class EvalHook(Hook):
             # the Predictor works on a copy of the model (batch norms folded): the model is untouched
             predictor = Predictor(trainer.model, device=trainer.device, threshold=cfg.eval.threshold,
                                   batch_size=cfg.eval.batch_size, short_side=cfg.data.eval_size,
-                                  max_size=cfg.data.eval_max_size, dedup=cfg.eval.dedup)
+                                  max_size=cfg.data.eval_max_size, dedup=cfg.eval.dedup,
+                                  geometry=cfg.eval.geometry)
             metrics = evaluate_model(predictor, cfg.data_dir, split=cfg.data.val_split, out_dir=None,
                                      batch_size=cfg.eval.batch_size, progress=False,
-                                     max_images=cfg.eval.max_images if cfg.eval.max_images > 0 else None)
+                                     max_images=cfg.eval.max_images if cfg.eval.max_images > 0 else None,
+                                     shard=Shard(trainer.rank, trainer.world))
         except PanopticDetrError as e:
             trainer.log(f"eval: PQ skipped ({e})")
             return None
         except Exception as e:  # an evaluation bug must not end a long training run
             trainer.log(f"eval: PQ failed, training continues ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            return None
+        if metrics is None:  # not rank 0: rank 0 has the metrics (broadcast by the caller)
             return None
         pan = metrics.get("panoptic", {})
         out = {

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from panoptic_detr.data.categories import CategoryList
-from panoptic_detr.errors import PanopticDetrError
 
 __all__ = [
     "Explanation",
@@ -65,6 +62,15 @@ class Explanation:
     config: object  # ModelConfig
     threshold: float
     timings: dict = field(default_factory=dict)
+    # every layer (the explorer): means [L, HW, HW] / [L, Q, HW]; per head [L_h, nheads, HW, HW]
+    # for the encoder layers `encoder_head_layers` (0-based), [L, nheads, Q, HW] for the decoder
+    encoder_layers: torch.Tensor | None = None
+    encoder_heads: torch.Tensor | None = None
+    encoder_head_layers: list = field(default_factory=list)
+    decoder_layers: torch.Tensor | None = None
+    decoder_heads: torch.Tensor | None = None
+    states: object | None = None  # engine.explain_states.QueryStates: what became of each query
+    geometry: str = "aligned"  # the mask geometry of the panoptic inference (engine.mask_geometry)
 
     # ---------------------------------------------------------------- geometry
     @property
@@ -118,21 +124,27 @@ class Explanation:
         return self.mask_attention[int(query), :, :vh, :vw]
 
     # ---------------------------------------------------------------- objects
-    def boxes_xyxy(self, queries=None) -> np.ndarray:
-        """Boxes [N, 4] (x0, y0, x1, y1) in original pixels of `queries` (default: kept)."""
+    def boxes_xyxy(self, queries=None, clip: bool = False) -> np.ndarray:
+        """Boxes [N, 4] (x0, y0, x1, y1) in original pixels of `queries` (default: kept);
+        `clip`: clipped to the image (a predicted box may reach past its edges)."""
         q = self.keep if queries is None else torch.as_tensor(queries, dtype=torch.long).reshape(-1)
         H, W = self.original_size
         b = self.boxes[q].double()
         cx, cy, w, h = b.unbind(-1)
-        out = torch.stack([(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H], -1)
-        return out.numpy()
+        out = torch.stack([(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H], -1).numpy()
+        if clip:
+            out = np.clip(out, 0.0, np.array([W, H, W, H], dtype=np.float64))
+        return out
 
     def kept(self) -> list[dict]:
-        """One dict per kept query: query, category_id, score, box (x0, y0, x1, y1 original pixels)."""
-        boxes = self.boxes_xyxy()
+        """One dict per kept query: query, category_id, score, box (x0, y0, x1, y1 original
+        pixels, clipped to the image), state (`engine.explain_states.STATES`: kept,
+        duplicate or small)."""
+        boxes = self.boxes_xyxy(clip=True)
         return [
             {"query": int(q), "category_id": int(self.labels[q]), "score": float(self.scores[q]),
-             "box": [float(v) for v in boxes[i]]}
+             "box": [float(v) for v in boxes[i]],
+             "state": self.states.state[q] if self.states is not None else "kept"}
             for i, q in enumerate(self.keep.tolist())
         ]
 
@@ -148,6 +160,23 @@ class Explanation:
             return np.zeros((0, H, W), dtype=bool)
         up = upsample_masks(self.mask_logits, self.processed_size) > 0  # sigmoid(x) > 0.5 <=> x > 0
         return resize_nearest(up, (H, W)).numpy().astype(bool)
+
+    def mask_probabilities(self) -> tuple[np.ndarray, tuple[float, float]]:
+        """(sigmoid of the kept queries' mask logits on the image's own stride-4 cells
+        [K, ch, cw] float32, (right, bottom) edge of those cells in original pixels): drawn
+        bilinearly over (0, 0)-(right, bottom), they give the masks at full resolution, as
+        the panoptic inference upsamples them (`geometry`)."""
+        from panoptic_detr.engine.mask_geometry import image_cells
+
+        H, W = self.original_size
+        h, w = self.processed_size
+        if self.mask_logits is None:
+            return np.zeros((0, 1, 1), np.float32), (float(W), float(H))
+        _, _, ch, cw = image_cells(self.mask_logits, (h, w), 4)
+        prob = torch.sigmoid(self.mask_logits[:, :ch, :cw].float()).numpy()
+        if self.geometry == "official":  # the crop is stretched to the image
+            return prob, (float(W), float(H))
+        return prob, (4.0 * cw * W / w, 4.0 * ch * H / h)
 
     def auto_points(self, max_points: int = 4) -> list[tuple[float, float]]:
         """Reference points for figure 1: a pixel inside each detected segment near its
@@ -195,14 +224,17 @@ def _valid_grid(rec) -> tuple[tuple[int, int], tuple[int, int]]:
     return (fh, fw), (max(vh, 1), max(vw, 1))
 
 
-def explain_image(predictor, image) -> Explanation:
+def explain_image(predictor, image, encoder_heads: str = "last") -> Explanation:
     """Run `predictor`'s model (a `Predictor` of a panoptic model: its threshold, resize,
     min_area and dedup apply) on `image` (path, HxWx3 array or PIL image) with attention
-    capture and collect everything the figures need.
+    capture and collect everything the figures and the explorer need: every layer's
+    attention averaged over the heads, every decoder layer per head, and per head the
+    encoder's last layer (`encoder_heads="last"`) or every layer (`"all"`).
 
     The kept queries, their masks and the panoptic map are exactly the predictor's.
     """
     from panoptic_detr.data.image_io import load_image, to_rgb_array
+    from panoptic_detr.engine.explain_states import query_states
     from panoptic_detr.engine.inference import PanopticOutput, panoptic_inference, select_queries
     from panoptic_detr.model.attention import model_attention
 
@@ -213,7 +245,10 @@ def explain_image(predictor, image) -> Explanation:
     x, (H, W) = predictor.preprocess(arr)
     h, w = int(x.shape[-2]), int(x.shape[-1])
     t1 = time.perf_counter()
-    with torch.inference_mode(), model_attention(net) as rec:
+    if encoder_heads not in ("last", "all"):
+        raise ValueError(f"encoder_heads must be 'last' or 'all', got {encoder_heads!r}")
+    with torch.inference_mode(), model_attention(net, all_encoder_layers=True,
+                                                 heads=True if encoder_heads == "all" else "last") as rec:
         out = net(x[None], with_masks=False)
         t2 = time.perf_counter()
         logits = out["pred_logits"][0]
@@ -228,13 +263,22 @@ def explain_image(predictor, image) -> Explanation:
         if masks is not None:
             isthing = _isthing_table(predictor.categories, int(logits.shape[-1] - 1)).to(logits.device)
             panoptic = panoptic_inference(logits, masks, (h, w), (H, W), isthing, threshold=threshold,
-                                          min_area=predictor.min_area, dedup=predictor.dedup)
+                                          min_area=predictor.min_area, dedup=predictor.dedup,
+                                          geometry=getattr(predictor, "geometry", "aligned"))
             panoptic = PanopticOutput(panoptic.id_map.cpu(), panoptic.segments_info)
         t4 = time.perf_counter()
 
     config = getattr(net, "config", None)
     feature_size, valid_size = _valid_grid(rec)
     probs = logits.float().softmax(-1)
+    enc_layers = torch.stack([a[0] for a in rec.encoder]).float().cpu()
+    dec_layers = torch.stack([a[0] for a in rec.decoder]).float().cpu()
+    n_enc = len(rec.encoder)
+    states = None
+    if masks is not None:
+        states = query_states(logits, masks, (h, w), (H, W), isthing, panoptic.segments_info, threshold,
+                              min_area=predictor.min_area, dedup=predictor.dedup,
+                              geometry=getattr(predictor, "geometry", "aligned"))
     return Explanation(
         image=arr,
         processed_size=(h, w),
@@ -247,8 +291,8 @@ def explain_image(predictor, image) -> Explanation:
         labels=labels.cpu(),
         object_scores=probs[:, :-1].max(-1).values.cpu(),
         keep=keep.cpu(),
-        encoder_attention=rec.encoder[-1][0].float().cpu(),
-        decoder_attention=rec.decoder[-1][0].float().cpu(),
+        encoder_attention=enc_layers[-1],
+        decoder_attention=dec_layers[-1],
         mask_attention=None if rec.mask_attention is None else rec.mask_attention[0].float().cpu(),
         mask_logits=None if masks is None else masks.float().cpu(),
         panoptic=panoptic,
@@ -256,102 +300,15 @@ def explain_image(predictor, image) -> Explanation:
         config=config,
         threshold=float(threshold),
         timings={"preprocess": t1 - t0, "forward": t2 - t1, "masks": t3 - t2, "panoptic": t4 - t3},
+        encoder_layers=enc_layers,
+        encoder_heads=torch.stack([a[0] for a in rec.encoder_heads]).float().cpu(),
+        encoder_head_layers=list(range(n_enc)) if encoder_heads == "all" else [n_enc - 1],
+        decoder_layers=dec_layers,
+        decoder_heads=torch.stack([a[0] for a in rec.decoder_heads]).float().cpu(),
+        states=states,
+        geometry=getattr(predictor, "geometry", "aligned"),
     )
 
 
-# ---------------------------------------------------------------------- many images (figure 3)
-@dataclass
-class QueryBoxes:
-    """Every query's prediction over a set of images: boxes [N, Q, 4] (cx, cy, w, h
-    normalised), scores [N, Q] (best real-class probability), labels [N, Q]."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    sources: list[str] = field(default_factory=list)
-
-    @property
-    def num_images(self) -> int:
-        return int(self.boxes.shape[0])
-
-
-def _named_image(item, index: int) -> tuple[str, np.ndarray]:
-    """(name, HxWx3 uint8) of a path, an array or a `(name, array)` pair."""
-    from panoptic_detr.data.image_io import load_image, to_rgb_array
-
-    if isinstance(item, tuple):
-        return item[0], to_rgb_array(item[1])
-    if isinstance(item, (str, os.PathLike)):
-        return str(item), load_image(item)
-    return f"image {index}", to_rgb_array(item)
-
-
-def query_boxes(
-    model,
-    images: Iterable,
-    short_side: int = 800,
-    max_size: int | None = 1333,
-    device: str = "cpu",
-    progress: bool = False,
-    on_error: Callable[[str], None] | None = None,
-) -> QueryBoxes:
-    """Run `model` (a model or a `Predictor`; no attention capture, no masks) on every
-    image (paths, arrays or `(name, array)` pairs) and collect each query's box, score and
-    label. An unreadable image goes to `on_error` (raised when None)."""
-    from panoptic_detr.data.preprocess import preprocess_image
-
-    net = getattr(model, "model", model)  # a Predictor or a model
-    net.eval()
-    config = getattr(net, "config", None)
-    net = getattr(net, "detr", net)  # boxes and classes only: skip the mask head's preparation
-    images = list(images)
-    boxes, scores, labels, names = [], [], [], []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(images), unit="img", file=sys.stderr, dynamic_ncols=True)
-    for item in images:
-        try:
-            name, arr = _named_image(item, len(names))
-        except PanopticDetrError as e:
-            if on_error is None:
-                raise
-            on_error(str(e))
-        else:
-            x, _ = preprocess_image(arr, short_side, max_size, device)
-            with torch.inference_mode():
-                out = net(x[None], with_masks=False)
-            probs = out["pred_logits"][0].float().softmax(-1)
-            s, l = probs[:, :-1].max(-1)
-            boxes.append(out["pred_boxes"][0].float().cpu().numpy())
-            scores.append(s.cpu().numpy())
-            labels.append(l.cpu().numpy())
-            names.append(name)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    q = int(getattr(config, "num_queries", 0) or (boxes[0].shape[0] if boxes else 0))
-    if not boxes:
-        return QueryBoxes(np.zeros((0, q, 4), np.float32), np.zeros((0, q), np.float32),
-                          np.zeros((0, q), np.int64), [])
-    return QueryBoxes(np.stack(boxes), np.stack(scores), np.stack(labels), names)
-
-
-def crops_for_queries(image: np.ndarray, count: int = 16, seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """Deterministic crops and flips of one image, so that figure 3 can be drawn when only
-    a few images are at hand (each crop moves the objects to other places in the frame)."""
-    rng = np.random.default_rng(seed)
-    H, W = image.shape[:2]
-    out = [("original", image)]
-    while len(out) < count:
-        s = float(rng.uniform(0.45, 0.9))
-        ch, cw = max(8, int(H * s)), max(8, int(W * float(rng.uniform(0.45, 0.9))))
-        y0 = int(rng.integers(0, H - ch + 1))
-        x0 = int(rng.integers(0, W - cw + 1))
-        crop = image[y0:y0 + ch, x0:x0 + cw]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        out.append((f"crop {len(out)}", np.ascontiguousarray(crop)))
-    return out[:count]
+# many images (figure 3): in engine/query_boxes.py, re-exported here
+from panoptic_detr.engine.query_boxes import QueryBoxes, crops_for_queries, query_boxes  # noqa: E402

@@ -54,19 +54,37 @@ class Hook:
     def after_train(self, trainer) -> None:
         """After the final model is written and all processes are done training."""
 
+    def state_dict(self) -> dict | None:
+        """State that training checkpoints carry for this hook (plain containers), or None."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`'s value (on resume)."""
+
 
 # ----------------------------------------------------------------------------------------
 # Metrics and the progress bar
 # ----------------------------------------------------------------------------------------
 class MetricsHook(Hook):
     """`metrics.jsonl`: a "train" record every `log_every` steps (means since the previous
-    one), an "epoch" record per epoch, a "final" record; and the progress bar."""
+    one in the epoch), an "epoch" record per epoch, a "final" record; and the progress bar.
+    The running sums are part of the checkpoints (`state_dict`): a run resumed mid-epoch
+    writes the records of an uninterrupted one."""
+
+    def __init__(self):
+        self.window, self.epoch_avg = Averager(), Averager()
+
+    def state_dict(self) -> dict:
+        return {"window": self.window.state_dict(), "epoch": self.epoch_avg.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.window.load_state_dict(state["window"])
+        self.epoch_avg.load_state_dict(state["epoch"])
 
     def before_epoch(self, trainer) -> None:
         from tqdm import tqdm
 
         cfg = trainer.cfg
-        self.window, self.epoch_avg = Averager(), Averager()
         self.t_window = self.t_epoch = time.perf_counter()
         self.bar = tqdm(
             total=trainer.steps_per_epoch, initial=trainer.step_in_epoch,
@@ -95,13 +113,19 @@ class MetricsHook(Hook):
             trainer.metrics.write({"kind": "epoch", "epoch": trainer.current_epoch + 1, "step": trainer.global_step,
                                    **self.epoch_avg.means(), "images_per_s": self.epoch_avg.images / max(dt, 1e-9),
                                    "epoch_time": dt, "time": time.time()})
+        # the next epoch starts afresh (and so does a checkpoint saved now)
+        self.window.reset()
+        self.epoch_avg.reset()
+
+    def write_final(self, trainer) -> None:
+        trainer.metrics.write({"kind": "final", "epoch": trainer.epoch, "step": trainer.global_step,
+                               "best_pq": trainer.best.get("pq"), "time": time.time()})
 
     def after_train(self, trainer) -> None:
         if not trainer.main:
             return
         best = trainer.best
-        trainer.metrics.write({"kind": "final", "epoch": trainer.epoch, "step": trainer.global_step,
-                               "best_pq": best.get("pq"), "time": time.time()})
+        self.write_final(trainer)
         shown = ""
         if best.get("pq") is not None:
             shown = f", best PQ {100 * best['pq']:.1f} at epoch {best['epoch']} ({trainer.out / BEST})"
@@ -163,7 +187,12 @@ class CheckpointHook(Hook):
                 trainer.log(f"resume: warning: {key} was {saved[key]!r}, now {getattr(cfg, key)!r}")
         if saved.get("data", {}).get("batch_size") not in (None, cfg.data.batch_size):
             trainer.log("resume: warning: batch size changed; data order differs from the interrupted run")
-        trainer.metrics.truncate_after(trainer.global_step)
+        for hook in trainer.hooks:
+            hook_state = (state.get("hooks") or {}).get(type(hook).__name__)
+            if hook_state is not None:
+                hook.load_state_dict(hook_state)
+        # records after the checkpoint are redone; a finished run keeps its "final" record
+        trainer.metrics.truncate_after(trainer.global_step, keep_final=trainer.is_complete())
         trainer.log(f"resume: epoch {trainer.epoch + 1}, step {trainer.global_step} (from {trainer.out / CHECKPOINT})")
 
     def state(self, trainer) -> dict:
@@ -184,6 +213,7 @@ class CheckpointHook(Hook):
             "sampler": trainer.sampler.state_dict(),
             "best": trainer.best,
             "world_size": trainer.world,
+            "hooks": {type(h).__name__: s for h in trainer.hooks if (s := h.state_dict()) is not None},
         }
 
     def save(self, trainer) -> None:

@@ -6,7 +6,8 @@
 1. softmax over the classes; a query is kept when its best class is not "no object"
    (the last index) and its score is strictly above `threshold`;
 2. the mask logits of the kept queries are cropped to the image's own part of the
-   stride-4 mask grid, upsampled bilinearly to the processed (network input) size;
+   stride-4 mask grid and upsampled bilinearly to the processed (network input) size, in
+   one of two geometries (`engine.mask_geometry`, below);
 3. pixel-wise argmax over the kept masks; all queries of the same *stuff* class form one
    segment;
 4. segments of `min_area` pixels or fewer (counted at the original size, as the official
@@ -20,19 +21,26 @@
    same source pixels as PIL's NEAREST, which the official code used), ids are
    numbered 1..n in query order (0 = VOID), areas and boxes measured on the final map.
 
-Cropping the batch padding (step 2) -- the official code interpolates the whole padded
-grid to the image size, so the result of an image depends on its batch-mates. The mask
-head's output is the stride-4 grid of the *padded* batch: cell (i, j) holds the
-features of input pixels [4i, 4i+4) x [4j, 4j+4) (every stride-2 stage of ResNet maps
-n pixels to ceil(n/2) cells, anchored at the top-left corner). The image's own cells are
-therefore the first ceil(h/4) x ceil(w/4) -- exactly the grid the model produces for the
-image alone. We crop to that grid, upsample it by exactly the stride (bilinear,
-half-pixel centres, edges clamped to the crop) to 4*ceil(h/4) x 4*ceil(w/4) and take the
-top-left h x w pixels. Nothing outside the crop is ever read, so padding cannot leak in,
-and every output pixel keeps its true position (`interpolate(crop, size=(h, w))` would
-instead stretch by h / ceil(h/4) != 4 when h is not a multiple of 4, shifting the masks
-by up to 3 pixels at the far edge). The resulting map is then a function of the image's
-mask logits alone.
+Geometry (`geometry=`; `--geometry` on predict / evaluate / explain; carried by
+checkpoints with their other inference defaults, `model.inference_defaults`):
+- `aligned`, the default of this function, of the `Predictor` for a model without
+  defaults, and of every model trained here: the crop is upsampled by exactly the
+  stride (4) and its top-left h x w pixels kept, so every mask pixel stays where the
+  network put it; the stuff merge of step 3 holds in every pass of step 4 (all pixels
+  won by any query of a stuff class belong to that class's one segment, as the project
+  specification asks; a merged segment's score is the best of its queries).
+- `official`, the default for official checkpoints (files made elsewhere: no inference
+  settings in them): exactly the official `PostProcessPanoptic` at batch 1 -- the crop
+  interpolated straight to h x w (a stretch by h / ceil(h/4), drifting up to 2 px toward
+  the right and bottom edges when a side is not a multiple of 4), argmax of the softmax
+  over the queries, and stuff merged in the first pass only (the merged-away queries,
+  left with area 0, are then dropped as small and their pixels go to the next best
+  mask), so that a user evaluating `detr-r50-panoptic` reproduces the official numbers.
+  Tested against a re-implementation of the official code, 0 pixels different. The map
+  is numbered 1..n where the official PNG numbers the same segments 0..n-1.
+Aligned is the default for our models because it is the better-aligned choice (no
+drift) and what they were evaluated with during training; on sides that are multiples
+of 4 the two agree but for float rounding and the stuff-merge rule.
 
 Duplicate suppression: DETR's set loss teaches one query per object, but a model trained
 for minutes rather than 500 epochs often fires two or three queries on one object. The
@@ -40,25 +48,18 @@ argmax then splits the object between them, and every fragment is a false positi
 the tiny models' val splits most thing false positives were such fragments). Measuring
 the overlap relative to the *worse* query's own mask (not IoU) also removes queries that
 cover only a part of an object another query covers whole.
-
-Stuff merging: the official code merges same-class stuff queries only in its first pass
-and then drops the merged-away queries (area 0) as "small", so their pixels go to
-whichever other mask is next best. Here the merge holds in every pass -- all pixels won
-by any query of a stuff class belong to that class's one segment -- as the project
-specification asks. A merged segment's score is the best score of its queries.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from panoptic_detr.data.preprocess import nearest_indices
+from panoptic_detr.engine.mask_geometry import GEOMETRIES, image_cells, masks_argmax, upsample_masks
 
 __all__ = [
     "PanopticOutput",
@@ -69,6 +70,7 @@ __all__ = [
     "segment_boxes",
     "duplicate_queries",
     "check_dedup",
+    "GEOMETRIES",
 ]
 
 
@@ -102,72 +104,6 @@ def select_queries(logits: torch.Tensor, threshold: float = 0.85) -> tuple[torch
     scores, labels = probs.max(-1)
     keep = labels.ne(logits.shape[-1] - 1) & (scores > threshold)
     return keep, scores, labels
-
-
-def _image_cells(masks: torch.Tensor, processed_size: Sequence[int], stride: int) -> tuple[int, int, int, int]:
-    """(h, w, ch, cw): the image size and the ceil(h/stride) x ceil(w/stride) grid cells it owns."""
-    h, w = int(processed_size[0]), int(processed_size[1])
-    ch, cw = math.ceil(h / stride), math.ceil(w / stride)
-    gh, gw = masks.shape[-2:]
-    if gh < ch or gw < cw:
-        raise ValueError(
-            f"mask grid {gh}x{gw} is smaller than the {ch}x{cw} cells a {h}x{w} image needs at stride {stride}"
-        )
-    return h, w, ch, cw
-
-
-def upsample_masks(masks: torch.Tensor, processed_size: Sequence[int], stride: int = 4) -> torch.Tensor:
-    """Mask logits [k, gh, gw] on a (possibly padded) stride-`stride` grid -> [k, h, w].
-
-    Crops to the image's own ceil(h/stride) x ceil(w/stride) cells, upsamples by exactly
-    `stride` (bilinear, align_corners=False) and keeps the top-left h x w pixels; see the
-    module docstring for why this makes the result independent of the batch padding.
-    """
-    h, w, ch, cw = _image_cells(masks, processed_size, stride)
-    crop = masks[:, :ch, :cw].float()
-    if crop.shape[0] == 0:
-        return crop.new_zeros((0, h, w))
-    up = F.interpolate(crop[None], size=(ch * stride, cw * stride), mode="bilinear", align_corners=False)[0]
-    return up[:, :h, :w]
-
-
-def masks_argmax(
-    masks: torch.Tensor,
-    processed_size: Sequence[int],
-    stride: int = 4,
-    queries: torch.Tensor | None = None,
-    band_rows: int = 64,
-) -> torch.Tensor:
-    """Pixel-wise argmax [h, w] (int64 index into `masks`) of `upsample_masks(masks)`.
-
-    Equal to `upsample_masks(masks[queries], ...).argmax(0)` mapped back to indices of
-    `masks` (first maximum on ties), without ever holding the k full-size masks: the
-    upsampling runs in bands of output rows (each with one grid row of context on either
-    side, so every value is bit-identical to the full upsampling) and the maximum is
-    streamed over the queries (torch's argmax over the first dimension is several times
-    slower than this on CPU).
-    """
-    h, w, ch, cw = _image_cells(masks, processed_size, stride)
-    if queries is None:
-        queries = torch.arange(masks.shape[0], device=masks.device)
-    grid = masks.index_select(0, queries)[:, :ch, :cw].float()
-    out = torch.empty((h, w), dtype=torch.long, device=masks.device)
-    band_rows = max(stride, band_rows - band_rows % stride)
-    for y0 in range(0, h, band_rows):
-        y1 = min(h, y0 + band_rows)
-        g0 = max(0, y0 // stride - 1)
-        g1 = min(ch, (y1 - 1) // stride + 2)
-        up = F.interpolate(grid[None, :, g0:g1], size=((g1 - g0) * stride, cw * stride), mode="bilinear",
-                           align_corners=False)[0]
-        up = up[:, y0 - g0 * stride : y1 - g0 * stride, :w]
-        best = up[0].clone()
-        idx = torch.zeros(best.shape, dtype=torch.long, device=masks.device)
-        for i in range(1, up.shape[0]):
-            better = up[i] > best  # strict: the first maximum wins ties
-            torch.maximum(best, up[i], out=best)
-            idx.masked_fill_(better, i)
-        out[y0:y1] = idx
-    return queries[out]
 
 
 def segment_boxes(id_map: torch.Tensor, num_ids: int) -> torch.Tensor:
@@ -217,7 +153,7 @@ def duplicate_queries(
     things = is_thing.nonzero().flatten()
     if things.numel() < 2:
         return dup
-    _, _, ch, cw = _image_cells(masks, processed_size, stride)
+    _, _, ch, cw = image_cells(masks, processed_size, stride)
     binary = (masks.index_select(0, things)[:, :ch, :cw] > 0).flatten(1).float()
     inter = binary @ binary.T
     own = inter.diagonal().clone()
@@ -263,6 +199,7 @@ def panoptic_inference(
     min_area: int = 4,
     mask_stride: int = 4,
     dedup: float | None = None,
+    geometry: str = "aligned",
 ) -> PanopticOutput:
     """The panoptic map of one image from its DETR outputs (see the module docstring).
 
@@ -279,7 +216,11 @@ def panoptic_inference(
     dedup: drop thing queries with more than this fraction of their mask inside a
         better query's mask of the same class (`duplicate_queries`); None = off, as the
         official code.
+    geometry: `aligned` (default) or `official` (exactly `PostProcessPanoptic`); see the
+        module docstring.
     """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {', '.join(GEOMETRIES)}, got {geometry!r}")
     H, W = int(original_size[0]), int(original_size[1])
     h, w = int(processed_size[0]), int(processed_size[1])
     device = logits.device
@@ -311,7 +252,7 @@ def panoptic_inference(
     alive = torch.ones(k, dtype=torch.bool, device=device)
     if dedup is not None:
         alive &= ~duplicate_queries(raw, q_scores, q_labels, q_thing, (h, w), float(dedup), mask_stride)
-    winner = drop_small_segments(raw, (h, w), mask_stride, q_segment, alive, pixel_weight, min_area)
+    winner = drop_small_segments(raw, (h, w), mask_stride, q_segment, alive, pixel_weight, min_area, geometry)
     if winner is None:
         return void
 
@@ -345,22 +286,29 @@ def query_segments(q_labels: torch.Tensor, isthing_table: torch.Tensor) -> tuple
 
 
 def drop_small_segments(masks: torch.Tensor, processed_size: Sequence[int], stride: int, q_segment: torch.Tensor,
-                        alive: torch.Tensor, pixel_weight: torch.Tensor, min_area: int) -> torch.Tensor | None:
+                        alive: torch.Tensor, pixel_weight: torch.Tensor, min_area: int,
+                        geometry: str = "aligned") -> torch.Tensor | None:
     """The argmax winner [h*w] after dropping segments of at most `min_area` original pixels.
 
     Redoes the argmax without the dropped segments' queries until no segment is that
     small (as the official code). `alive` (bool [k]) is updated in place; None when no
-    query is left.
+    query is left. `official`: as the official code, the stuff queries merged into their
+    class's first query in the first pass (area 0 there) are dropped too, so later passes
+    merge nothing.
     """
     k = q_segment.numel()
     heads = q_segment.eq(torch.arange(k, device=q_segment.device))
     while True:
-        winner = masks_argmax(masks, processed_size, stride, queries=alive.nonzero().flatten()).flatten()
+        winner = masks_argmax(masks, processed_size, stride, queries=alive.nonzero().flatten(),
+                              geometry=geometry).flatten()
         area = torch.zeros(k, dtype=torch.long, device=masks.device).index_add_(0, q_segment[winner], pixel_weight)
         small = alive & heads & (area <= min_area)  # a segment is an alive query heading it
-        if not bool(small.any()):
+        drop = small[q_segment]
+        if geometry == "official":
+            drop = (drop | ~heads) & alive
+        if not bool(drop.any()):
             return winner
-        alive &= ~small[q_segment]
+        alive &= ~drop
         if not bool(alive.any()):
             return None
 

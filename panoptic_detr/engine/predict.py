@@ -1,9 +1,12 @@
 """The `Predictor`: panoptic predictions from images with a DETR panoptic model.
 
 `Predictor(model_or_checkpoint)(image)` -> `PanopticOutput` (int32 id map at the image's
-size + segments_info). Images go through `data.preprocess.preprocess_image` (DETR's
-evaluation resize, short side 800 and long side at most 1333 by default, and the ImageNet
-normalisation: the same network input as training's validation transform) and run
+size + segments_info). The inference settings (threshold, dedup, short side, max size,
+geometry) not given to the Predictor come from the model's `inference_defaults` (what its
+checkpoint carries: `model.inference_defaults`), else the built-in defaults (0.85, off,
+800, 1333, aligned). Images go through `data.preprocess.preprocess_image` (DETR's
+evaluation resize and the ImageNet normalisation: the same network input as training's
+validation transform) and run
 through the model without its mask head; the mask head then runs only for the queries
 that pass the threshold (`model.masks_for_queries`), which gives the same masks as the
 full forward for those queries at a fraction of the cost; `panoptic_inference` makes
@@ -19,6 +22,12 @@ image even runs through the network on its own by default (`batch_forward=False`
 float rounding of batched matrix products differs in the last bits from a single image,
 which can flip a pixel where two masks tie, and batching saves little on CPU (10-20%). On GPUs,
 same-size images run `batch_size` at a time.
+
+Speed: creating a Predictor applies `utils.malloc.tune_malloc()` as the CLI does
+(process-wide: freed memory stays in the process instead of being returned to the kernel
+and page-faulted in again on every image, 15-35% of the time of an r50 image on CPU;
+`PANOPTIC_DETR_NO_MALLOC_TUNING=1` turns it off), so `Predictor(load_model(path))(image)`
+runs as fast as `panoptic-detr predict`.
 
 The `predict` command (files and folders in, PNGs + JSON + overlays out) is
 `commands/predict.py`.
@@ -38,8 +47,21 @@ from panoptic_detr.data.preprocess import preprocess_image
 from panoptic_detr.engine.inference import PanopticOutput, check_dedup, panoptic_inference, select_queries
 from panoptic_detr.errors import PanopticDetrError
 from panoptic_detr.model.backbone import fold_frozen_batchnorm
+from panoptic_detr.model.inference_defaults import InferenceDefaults
+from panoptic_detr.utils.malloc import tune_malloc
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "FROM_MODEL"]
+
+
+class _FromModel:
+    """The default of the Predictor's inference settings: the model's own."""
+
+    def __repr__(self) -> str:
+        return "FROM_MODEL"
+
+
+FROM_MODEL = _FromModel()
+_SETTINGS = ("threshold", "dedup", "short_side", "max_size", "geometry")
 
 
 class Predictor:
@@ -47,8 +69,13 @@ class Predictor:
 
     model_or_checkpoint: a model (`panoptic_detr.build_model` / `load_model`) or the path
         of a checkpoint (its categories label the predictions).
+    threshold, dedup, short_side, max_size, geometry: the inference settings; each one
+        not given (`FROM_MODEL`) is the model's (`model.inference_defaults`, from its
+        checkpoint), else the built-in default (`InferenceDefaults()`: 0.85, off, 800,
+        1333, aligned). `self.inference` holds the values used, `settings_line()` says them.
     threshold: queries whose best non-"no object" score is above it make segments.
-    short_side, max_size: the resize (DETR's: 800, 1333).
+    short_side, max_size: the resize (DETR's: 800, 1333; max_size None: no limit).
+    geometry: `aligned` or `official` mask upsampling (`engine.inference`).
     batch_size: images per forward (only images of the same processed size are batched).
     fast_masks: run the mask head only for the kept queries (identical maps; False runs
         the full forward, masks for every query, as the official code).
@@ -72,19 +99,21 @@ class Predictor:
         self,
         model_or_checkpoint,
         device: str | torch.device = "cpu",
-        threshold: float = 0.85,
-        short_side: int = 800,
-        max_size: int | None = 1333,
+        threshold: float = FROM_MODEL,
+        short_side: int = FROM_MODEL,
+        max_size: int | None = FROM_MODEL,
         batch_size: int = 1,
         fast_masks: bool = True,
         channels_last: bool = False,
         min_area: int = 4,
         batch_forward: bool | None = None,
         fold_bn: bool = True,
-        dedup: float | None = None,
+        dedup: float | None = FROM_MODEL,
+        geometry: str = FROM_MODEL,
     ):
         import copy
 
+        tune_malloc()
         self.device = torch.device(device)
         if isinstance(model_or_checkpoint, (str, os.PathLike)):
             from panoptic_detr.model.checkpoint import load_model
@@ -123,9 +152,8 @@ class Predictor:
                     module.set_channels_last(True)
         self.model = model
         self.channels_last = bool(channels_last)
-        self.threshold = float(threshold)
-        self.short_side = int(short_side)
-        self.max_size = None if max_size is None else int(max_size)
+        given = dict(threshold=threshold, dedup=dedup, short_side=short_side, max_size=max_size, geometry=geometry)
+        self._set_inference(getattr(model, "inference_defaults", None), given)
         if batch_size < 1:
             raise PanopticDetrError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -134,7 +162,6 @@ class Predictor:
         self.forward_batch_size = self.batch_size if batch_forward else 1
         self.fast_masks = bool(fast_masks)
         self.min_area = int(min_area)
-        self.dedup = check_dedup(dedup)
         num_classes = int(config.num_classes) if config is not None else None
         cats = categories
         if cats is None:
@@ -145,6 +172,35 @@ class Predictor:
         table = cats.isthing_table()
         table += [False] * ((num_classes or 0) - len(table))  # classes the categories do not name
         self._isthing = torch.tensor(table, dtype=torch.bool)
+
+    def _set_inference(self, defaults: InferenceDefaults | None, given: dict) -> None:
+        """Resolve the settings: the given ones over the model's defaults (else the built-in ones)."""
+        self.settings_source = "checkpoint" if defaults is not None else "built-in"
+        self.overridden = [k for k in _SETTINGS if given[k] is not FROM_MODEL]
+        base = defaults if defaults is not None else InferenceDefaults()
+        if given["dedup"] is not FROM_MODEL:
+            check_dedup(given["dedup"])
+        try:
+            self.inference = base.replace(**{k: given[k] for k in self.overridden}).checked()
+        except ValueError as e:
+            raise PanopticDetrError(f"Predictor: {e}") from None
+        for key in _SETTINGS:
+            setattr(self, key, getattr(self.inference, key))
+
+    def settings_line(self, overridden_flags: dict | None = None) -> str:
+        """One line with the inference settings used and where they come from, e.g.
+        `inference: threshold 0.4, dedup 0.5, short side 288, max size 1333, geometry aligned
+        (from the checkpoint; threshold given)`. `overridden_flags` names the given settings
+        (setting -> flag, e.g. {"threshold": "--threshold"})."""
+        i = self.inference
+        dedup = "off" if i.dedup is None else f"{i.dedup:g}"
+        max_size = "none" if i.max_size is None else str(i.max_size)
+        source = "from the checkpoint" if self.settings_source == "checkpoint" else "built-in defaults"
+        if self.overridden:
+            names = [(overridden_flags or {}).get(k, k) for k in self.overridden]
+            source += "; " + ", ".join(names) + " given"
+        return (f"inference: threshold {i.threshold:g}, dedup {dedup}, short side {i.short_side}, "
+                f"max size {max_size}, geometry {i.geometry} ({source})")
 
     # ------------------------------------------------------------------ inputs
     def _as_array(self, image) -> np.ndarray:
@@ -219,6 +275,6 @@ class Predictor:
             masks = logits.new_zeros((0, 1, 1))
         out = panoptic_inference(
             logits, masks, size, original_size, isthing, threshold=self.threshold, min_area=self.min_area,
-            dedup=self.dedup,
+            dedup=self.dedup, geometry=self.geometry,
         )
         return PanopticOutput(out.id_map.cpu(), out.segments_info)

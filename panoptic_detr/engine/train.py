@@ -7,8 +7,9 @@ Exact resumption: the data order of an epoch is a permutation drawn from (seed, 
 each sample's augmentation is seeded from (seed, epoch, index), and checkpoints (every
 epoch, every `checkpoint_every` steps, at the end) hold the model, optimizer, schedule,
 scaler, position and every process's RNG states. A run killed at any point and resumed
-from its last checkpoint (same out dir; automatic) ends with bit-identical weights (on CPU;
-cuDNN autotuning makes CUDA runs non-deterministic).
+from its last checkpoint (same out dir; automatic) ends with bit-identical weights and
+metrics records (on CPU for a given thread count, whatever the load; on CUDA with
+`deterministic: true`: `engine/determinism.py`).
 
 Outputs in `out_dir`: `checkpoint.pth` (latest, for resuming), `model_best.pth` (best PQ),
 `model_final.pth` (the trained model, for `load_model`/evaluate/predict), `metrics.jsonl`,
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from panoptic_detr.engine import distributed as D
 from panoptic_detr.engine.checkpointing import read_checkpoint_file
+from panoptic_detr.engine.determinism import deterministic_algorithms
 from panoptic_detr.engine.hooks import Hook
 from panoptic_detr.engine.optim import LrSchedule
 from panoptic_detr.engine.train_config import TrainConfig
@@ -39,7 +41,8 @@ def train(cfg: TrainConfig, resume: str | bool | None = None, log_fn=None, hooks
     """
     trainer = Trainer(cfg, resume=resume, log_fn=log_fn, hooks=hooks)
     try:
-        return trainer.run()
+        with deterministic_algorithms(cfg.deterministic, trainer.device):  # engine/determinism.py
+            return trainer.run()
     finally:
         D.cleanup()
 

@@ -15,6 +15,7 @@ import yaml
 
 from panoptic_detr.config import _deep_update, from_dict, resolve_preset
 from panoptic_detr.errors import ConfigError
+from panoptic_detr.model.inference_defaults import GEOMETRIES, InferenceDefaults
 
 STAGES = ("boxes", "masks", "joint")
 
@@ -85,6 +86,7 @@ class EvalConfig:
     loss: bool = True  # losses on the val split
     threshold: float = 0.85
     dedup: float | None = None  # duplicate suppression (Predictor's `dedup`); None: off
+    geometry: str = "aligned"  # mask upsampling (engine.inference): aligned | official
     batch_size: int = 2
     max_images: int = 0  # 0: the whole split
 
@@ -103,6 +105,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 if supported else fp16, CUDA only) | bf16 | fp16 | none
     cudnn_benchmark: bool = True
+    # torch.use_deterministic_algorithms (and cuDNN / cuBLAS settings): bit-identical CUDA runs, slower
+    deterministic: bool = False
     channels_last: bool = False  # backbone convolutions in channels_last memory format
     find_unused_parameters: bool = False
     log_every: int = 20  # steps between metrics.jsonl records
@@ -117,32 +121,114 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def validate(self) -> "TrainConfig":
-        if self.stage not in STAGES:
-            raise ConfigError(f"stage: expected one of {', '.join(STAGES)}, got '{self.stage}'")
-        if self.optim.clip_mode not in ("global", "per_group"):
-            raise ConfigError(f"optim.clip_mode: expected global or per_group, got '{self.optim.clip_mode}'")
-        if self.optim.schedule not in ("step", "cosine"):
-            raise ConfigError(f"optim.schedule: expected step or cosine, got '{self.optim.schedule}'")
-        if self.amp not in ("auto", "bf16", "fp16", "none"):
-            raise ConfigError(f"amp: expected auto, bf16, fp16 or none, got '{self.amp}'")
-        for name in ("epochs", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.data.batch_size < 1:
-            raise ConfigError(f"data.batch_size: must be at least 1, got {self.data.batch_size}")
-        if self.data.workers < 0:
-            raise ConfigError(f"data.workers: must be >= 0, got {self.data.workers}")
-        if not self.data.scales:
-            raise ConfigError("data.scales: needs at least one size")
-        if not 0.0 <= self.eval.threshold < 1.0:
-            raise ConfigError(f"eval.threshold: must be in [0, 1), got {self.eval.threshold}")
-        if self.eval.dedup is not None and not 0.0 <= self.eval.dedup < 1.0:
-            raise ConfigError(f"eval.dedup: must be in [0, 1) or null, got {self.eval.dedup}")
+    def validate(self, where: str = "train config", overridden: frozenset[str] = frozenset()) -> "TrainConfig":
+        """Self, or a ConfigError naming `where` (the file or preset) and the key of the first
+        value out of range. Every numeric field is checked (NaN and infinities included), so
+        a bad value stops `train` before anything is written. Keys in `overridden` were set
+        on the command line and are reported as such."""
+
+        def fail(key: str, problem: str, value) -> None:
+            src = f"{where} (set on the command line)" if _overridden(key, overridden) else where
+            raise ConfigError(f"{src}: {key}: {problem}, got {value!r}")
+
+        choices = {"stage": STAGES, "amp": ("auto", "bf16", "fp16", "none"),
+                   "optim.clip_mode": ("global", "per_group"), "optim.schedule": ("step", "cosine"),
+                   "eval.geometry": GEOMETRIES}
+        for key, allowed in choices.items():
+            if _get(self, key) not in allowed:
+                fail(key, f"expected one of {', '.join(allowed)}", _get(self, key))
+        for key, lo, hi, kinds in NUMERIC_RANGES:
+            values = _get(self, key)
+            items = values.items() if isinstance(values, dict) else [(None, values)]
+            if isinstance(values, (list, tuple)):
+                if not values:
+                    fail(key, "needs at least one value", values)
+                items = list(enumerate(values))
+            for sub, v in items:
+                name = key if sub is None else f"{key}.{sub}" if isinstance(values, dict) else f"{key}[{sub}]"
+                problem = _range_problem(v, lo, hi, kinds)
+                if problem:
+                    fail(name, problem, v)
+        if self.data.crop_max < self.data.crop_min:
+            if _overridden("data.crop_min", overridden):
+                fail("data.crop_min", f"must be at most data.crop_max ({self.data.crop_max})", self.data.crop_min)
+            fail("data.crop_max", f"must be at least data.crop_min ({self.data.crop_min})", self.data.crop_max)
+        if self.eval.dedup is not None:
+            problem = _range_problem(self.eval.dedup, 0.0, (1.0, "open"), float)
+            if problem:
+                fail("eval.dedup", problem + " (or null: off)", self.eval.dedup)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def inference_defaults(self) -> InferenceDefaults:
+        """The settings the run evaluates with, which its model files carry (`model.inference_defaults`)."""
+        return InferenceDefaults(threshold=self.eval.threshold, dedup=self.eval.dedup, short_side=self.data.eval_size,
+                                 max_size=self.data.eval_max_size, geometry=self.eval.geometry)
+
+
+#: (key, lowest, highest, type): every numeric field's valid range. A bound given as
+#: (value, "open") excludes the value; None: unbounded. Lists are checked item by item,
+#: mappings value by value.
+NUMERIC_RANGES: tuple = (
+    ("epochs", 1, None, int), ("max_steps", 0, None, int), ("seed", 0, None, int),
+    ("log_every", 1, None, int), ("checkpoint_every", 0, None, int), ("checkpoint_epochs", 1, None, int),
+    ("data.batch_size", 1, None, int), ("data.workers", 0, None, int), ("data.scales", 1, None, int),
+    ("data.max_size", 1, None, int), ("data.crop_resize", 1, None, int), ("data.crop_min", 1, None, int),
+    ("data.crop_max", 1, None, int), ("data.hflip", 0.0, 1.0, float), ("data.eval_size", 1, None, int),
+    ("data.eval_max_size", 1, None, int),
+    ("optim.lr", 0.0, None, float), ("optim.lr_backbone", 0.0, None, float),
+    ("optim.weight_decay", 0.0, None, float), ("optim.betas", 0.0, (1.0, "open"), float),
+    ("optim.clip_max_norm", 0.0, None, float), ("optim.lr_mult", 0.0, None, float),
+    ("optim.lr_drop", 0, None, int), ("optim.lr_drop_factor", 0.0, None, float),
+    ("optim.warmup_steps", 0, None, int), ("optim.warmup_factor", (0.0, "open"), 1.0, float),
+    ("loss.cost_class", 0.0, None, float), ("loss.cost_bbox", 0.0, None, float),
+    ("loss.cost_giou", 0.0, None, float), ("loss.ce", 0.0, None, float), ("loss.bbox", 0.0, None, float),
+    ("loss.giou", 0.0, None, float), ("loss.mask", 0.0, None, float), ("loss.dice", 0.0, None, float),
+    ("loss.eos_coef", 0.0, 1.0, float), ("loss.focal_alpha", 0.0, 1.0, float), ("loss.focal_gamma", 0.0, None, float),
+    ("eval.every", -1, None, int), ("eval.threshold", 0.0, (1.0, "open"), float), ("eval.batch_size", 1, None, int),
+    ("eval.max_images", 0, None, int),
+)
+
+
+def _get(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _overridden(key: str, overridden: frozenset[str]) -> bool:
+    return any(key == k or key.startswith(k + ".") or key.startswith(k + "[") for k in overridden)
+
+
+def _range_problem(v, lo, hi, kind) -> str | None:
+    """What is wrong with `v` for the range [lo, hi] of `kind` (int or float), or None."""
+    import math
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
+        return f"expected {'an integer' if kind is int else 'a number'}"
+    if not math.isfinite(v):
+        return "expected a finite number"
+    lo_v, lo_open = (lo[0], True) if isinstance(lo, tuple) else (lo, False)
+    hi_v, hi_open = (hi[0], True) if isinstance(hi, tuple) else (hi, False)
+    if (lo_v is not None and (v < lo_v or (lo_open and v == lo_v))) or \
+            (hi_v is not None and (v > hi_v or (hi_open and v == hi_v))):
+        if hi_v is None:
+            return f"must be {'>' if lo_open else '>='} {lo_v}"
+        return f"must be in {'(' if lo_open else '['}{lo_v}, {hi_v}{')' if hi_open else ']'}"
+    return None
+
+
+def _flat_keys(d: dict, prefix: str = "") -> frozenset[str]:
+    out: set[str] = set()
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out |= _flat_keys(v, key + ".")
+        else:
+            out.add(key)
+    return frozenset(out)
 
 
 def parse_overrides(items: list[str] | None) -> dict:
@@ -184,8 +270,9 @@ def load_train_config(preset_or_yaml: str = "r50-panoptic", overrides: dict | No
         _deep_update(values, per_stage)
     if overrides:
         _deep_update(values, overrides)
-    cfg = from_dict(TrainConfig, values, where=f"train config '{preset_or_yaml}'")
-    return cfg.validate()
+    where = f"train config '{preset_or_yaml}'"
+    cfg = from_dict(TrainConfig, values, where=where)
+    return cfg.validate(where, _flat_keys(overrides or {}))
 
 
 def train_config_from_dict(values: dict) -> TrainConfig:

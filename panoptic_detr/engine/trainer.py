@@ -19,7 +19,7 @@ from torch import nn
 from panoptic_detr.data import transforms as T
 from panoptic_detr.data.dataset import PanopticDataset, collate_fn
 from panoptic_detr.engine import distributed as D
-from panoptic_detr.engine.checkpointing import CHECKPOINT, FINAL
+from panoptic_detr.engine.checkpointing import CHECKPOINT, FINAL, remove_stale_temporaries
 from panoptic_detr.engine.criterion import LOGGED, SetCriterion, build_weight_dict
 from panoptic_detr.engine.eval_hook import EvalHook
 from panoptic_detr.engine.hooks import CheckpointHook, Hook, MetricsHook
@@ -27,6 +27,7 @@ from panoptic_detr.engine.matcher import HungarianMatcher, NonFiniteError
 from panoptic_detr.engine.metrics_log import MetricsLog
 from panoptic_detr.engine.optim import LrSchedule, clip_gradients, make_adamw, param_groups, set_trainable
 from panoptic_detr.engine.sampler import EpochBatchSampler
+from panoptic_detr.engine.tensorboard_hook import TensorBoardHook
 from panoptic_detr.engine.train_config import TrainConfig
 from panoptic_detr.engine.train_step import TrainStep, targets_to
 from panoptic_detr.errors import CheckpointError, ConfigError, DataError, PanopticDetrError
@@ -65,23 +66,65 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def init_from_checkpoint(model: nn.Module, path: str, categories, log=print) -> None:
-    """Load weights from any checkpoint the model loads, the class head adapted to `categories`
-    (`model.checkpoint.load_weights`: official DETR, Hugging Face, ours, `.safetensors`;
-    detection weights initialise a panoptic model's DETR part, the mask head starts fresh).
+def init_from_checkpoint(model: nn.Module, path: str, categories, log=print, class_map=None) -> None:
+    """Load weights from any checkpoint (or model name) the model loads, the class head adapted
+    to `categories` (`model.checkpoint.load_weights`: official DETR, Hugging Face, ours,
+    `.safetensors`; detection weights initialise a panoptic model's DETR part, the mask head
+    starts fresh). With the dataset's `class_map`, each new class-head row starts from the
+    checkpoint classes the map folds into it (`ClassMap.head_sources`), else by name.
     The architecture must match the train config's model (a clear error lists mismatches)."""
-    from panoptic_detr.model.checkpoint import load_weights
+    from panoptic_detr.model.checkpoint import load_checkpoint, load_weights
 
+    sources = class_map.head_sources if class_map is not None else None
+    ckpt = load_checkpoint(path)  # a model name is downloaded here (its errors say what to do)
     try:
-        report = load_weights(model, path, categories=categories, strict=True, where=str(path))
+        report = load_weights(model, ckpt, categories=categories, strict=True, where=str(path), class_sources=sources)
     except CheckpointError as e:
         raise CheckpointError(f"{e} (the train config's model must have the checkpoint's architecture)") from None
+    if class_map is not None and report.source_categories is not None:
+        for name, wanted in class_map.init_from.items():
+            unknown = [w for w in wanted if w not in report.source_categories.by_name]
+            if unknown:
+                log(f"warning: {class_map.source}: {name}: init_from {', '.join(unknown)} is not a class of {path}")
     if report.adapted:
-        head = (f"class head adapted {report.source_classes} -> {report.target_classes} classes "
-                f"({report.kept_by_name} carried over by name)")
+        head = f"class head adapted {report.source_classes} -> {report.target_classes} classes ({_head_origin(report, class_map)})"
     else:
         head = f"class head kept ({report.target_classes} classes)"
     log(f"init: weights from {path}; {head}{'; mask head starts fresh' if report.fresh else ''}")
+
+
+def _head_origin(report, class_map) -> str:
+    """'1 by name, 16 from 2-9 checkpoint classes (85 rows), ..., 47 fresh' for the init log."""
+    rows = report.row_sources
+    by_name = sum(1 for n, src in rows.items() if src == [n])
+    init_from = {n for n in rows if class_map is not None and n in class_map.init_from}
+    one = sum(1 for n, src in rows.items() if len(src) == 1 and src != [n] and n not in init_from)
+    groups = {n: src for n, src in rows.items() if len(src) > 1 and n not in init_from}
+    parts = [f"{by_name} carried over by name"]
+    if init_from:
+        parts.append(f"{len(init_from)} by init_from")
+    if one:
+        parts.append(f"{one} from one folded class")
+    if groups:
+        parts.append(f"{len(groups)} from their members' rows ({sum(map(len, groups.values()))} rows"
+                     + (f"; {class_map.misc}: {len(groups[class_map.misc])}" if class_map and class_map.misc in groups else "")
+                     + ")")
+    fresh = report.target_classes - len(rows) - 1  # index 0 is unused
+    parts.append(f"{fresh} fresh")
+    return ", ".join(parts)
+
+
+def dataset_class_map(data_dir):
+    """The class map a prepared dataset was built with (from its dataset.yaml), else None."""
+    from panoptic_detr.data.class_map import ClassMap
+    from panoptic_detr.data.prepared import PreparedDataset
+
+    path = PreparedDataset(data_dir).dataset_yaml
+    if not path.is_file():
+        return None
+    recorded = dict((yaml.safe_load(path.read_text()) or {}).get("class_map") or {})
+    source = str(recorded.pop("source", path))
+    return ClassMap.from_dict(recorded, source=f"{path}: class_map ({source})") if recorded else None
 
 
 class Trainer:
@@ -106,7 +149,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
         self.metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.main)
         self.checkpointer = CheckpointHook()
-        self.hooks: list[Hook] = [MetricsHook(), EvalHook(), self.checkpointer, *hooks]
+        self.metrics_hook = MetricsHook()
+        # TensorBoardHook: event files next to metrics.jsonl when `tensorboard` is installed
+        self.hooks: list[Hook] = [self.metrics_hook, EvalHook(), self.checkpointer, TensorBoardHook(), *hooks]
         self.last_logged: dict = {}
         self.stop = self.epoch_done = self.last_epoch = False
 
@@ -125,6 +170,8 @@ class Trainer:
     # -- building ------------------------------------------------------------------------
     def build(self) -> None:
         cfg, d = self.cfg, self.cfg.data
+        if self.main:
+            self._remove_stale_temporaries()
         state = self.checkpointer.find_resume(self, self.resume_request)
         self.train_set = PanopticDataset(
             cfg.data_dir,
@@ -151,6 +198,10 @@ class Trainer:
             self.checkpointer.restore(self, state)
         else:
             self.seed_rng()
+            dropped = self.metrics.truncate_after(0)  # records of a run killed before its first checkpoint
+            if dropped:
+                self.log(f"train: warning: {self.metrics.path}: {dropped} record(s) of a run without a checkpoint "
+                         "dropped (training starts over)")
         if self.world > 1:
             ddp_kwargs = {"find_unused_parameters": cfg.find_unused_parameters}
             if self.device.type == "cuda":
@@ -177,6 +228,18 @@ class Trainer:
                 f"device {self.device}{', amp ' + str(self.amp_dtype).split('.')[-1] if self.amp_dtype else ''}"
             )
 
+    def _remove_stale_temporaries(self) -> None:
+        removed = remove_stale_temporaries(self.out)
+        if removed:
+            mb = sum(size for _, size in removed) / 1e6
+            self.log(f"train: removed {len(removed)} temporary file(s) of an interrupted write ({mb:.1f} MB): "
+                     + ", ".join(name for name, _ in removed))
+
+    def is_complete(self) -> bool:
+        """The run is over (`epoch`, `global_step`: where it continues)."""
+        cfg = self.cfg
+        return self.epoch >= cfg.epochs or (cfg.max_steps > 0 and self.global_step >= cfg.max_steps)
+
     def _build_model(self, init: bool) -> nn.Module:
         """The model of the config for the dataset's categories, on the device, its trainable
         parameters set by stage; initialised from `cfg.init` when `init`."""
@@ -188,7 +251,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         model = build_model(cfg.model, categories=self.categories, **overrides)
         if init:
-            init_from_checkpoint(model, cfg.init, self.categories, log=self.log)
+            init_from_checkpoint(model, cfg.init, self.categories, log=self.log,
+                                 class_map=dataset_class_map(cfg.data_dir))
         set_trainable(model, cfg.stage, cfg.optim.lr_backbone, cfg.optim.freeze_backbone_stem)
         if cfg.channels_last:
             detr = getattr(model, "detr", model)
@@ -209,12 +273,14 @@ class Trainer:
                             focal_alpha=l.focal_alpha, focal_gamma=l.focal_gamma)
 
     def save_model_file(self, name: str, extra: dict | None = None) -> None:
-        """The model (weights, config, categories) as `out/name`, for load_model (rank 0 writes)."""
+        """The model (weights, config, categories, and the inference settings of the eval config:
+        `model.inference_defaults` once loaded) as `out/name`, for load_model (rank 0 writes)."""
         if not self.main:
             return
         from panoptic_detr.model.checkpoint import save_model
 
-        save_model(self.out / name, self.model, categories=self.categories, extra=extra)
+        save_model(self.out / name, self.model, categories=self.categories, extra=extra,
+                   inference=self.cfg.inference_defaults())
 
     # -- one step ---------------------------------------------------------------------------
     def _diverged(self, what: str, epoch: int, it: int, terms: dict | None = None) -> TrainingDiverged:
@@ -280,10 +346,13 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         self.build()
-        if self.epoch >= cfg.epochs or (cfg.max_steps > 0 and self.global_step >= cfg.max_steps):
+        if self.is_complete():
+            # what a kill after the last checkpoint left undone, as the uninterrupted run does it
             self.log(f"train: already complete ({self.global_step} steps); nothing to do")
             if not (self.out / FINAL).exists():
-                self.save_model_file(FINAL, {"epochs": self.epoch, "steps": self.global_step})
+                self.save_model_file(FINAL, {"epochs": self.epoch, "steps": self.global_step, "best": self.best})
+            if self.main and not self.metrics.has_final():
+                self.metrics_hook.write_final(self)
             return {"epoch": self.epoch, "global_step": self.global_step, "best": self.best}
         self._call("before_train")
         for epoch in range(self.epoch, cfg.epochs):

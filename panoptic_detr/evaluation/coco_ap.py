@@ -13,6 +13,7 @@ import contextlib
 import copy
 import io
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -156,15 +157,46 @@ def load_instances(instances_json: Any) -> tuple[dict, str]:
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:
             seg = ann.get("segmentation")
-            if seg:
+            if has_mask(seg):
                 img = images[ann["image_id"]]
-                rles = mask_utils.frPyObjects(seg, img["height"], img["width"])
-                rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
+                if isinstance(seg, Mapping) and not isinstance(seg.get("counts"), list):
+                    rle = seg  # compressed RLE, as COCO's own files hold it
+                else:
+                    rles = mask_utils.frPyObjects(seg, img["height"], img["width"])
+                    rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
                 ann["area"] = float(mask_utils.area(rle))
             else:
                 ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
     data.setdefault("info", {})
     return data, name
+
+
+def has_mask(segmentation: Any) -> bool:
+    """An RLE dict, or a polygon list with at least one polygon of 3 points or more.
+    CVAT and course exports write `"segmentation": []` for box-only objects, which
+    pycocotools cannot turn into a mask (IndexError in frPyObjects)."""
+    if isinstance(segmentation, Mapping):
+        return True
+    return isinstance(segmentation, list) and any(isinstance(p, list) and len(p) >= 6 for p in segmentation)
+
+
+def _box_as_ignore_region(ann: dict) -> dict:
+    """For mask AP: an annotation without a mask becomes a crowd region of its box, so a
+    detection of that object is neither a miss nor a false positive."""
+    if has_mask(ann.get("segmentation")):
+        return ann
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    return {**ann, "iscrowd": 1, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]}
+
+
+def _gt_index(data: dict):
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = data
+        gt.createIndex()
+    return gt
 
 
 def _empty_stats(has_gt: bool) -> dict[str, float]:
@@ -176,11 +208,14 @@ def coco_ap(
     bbox_results: list[dict] | None,
     segm_results: list[dict] | None,
     thing_ids: Iterable[int] | None = None,
+    image_ids: Iterable[Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """COCOeval summaries `{"bbox": {AP, AP50, ...}, "segm": {...}}` (fractions; -1 where
     COCO cannot define a value). A `None` result list skips that evaluation.
-    `thing_ids` restricts the evaluated categories (default: all of the instances JSON)."""
-    from pycocotools.coco import COCO
+    `thing_ids` restricts the evaluated categories (default: all of the instances JSON),
+    `image_ids` the evaluated images (default: all; pass the images that were predicted,
+    or the other images' objects count as missed). Annotations without a mask
+    (`"segmentation": []`) count for box AP and are left out of mask AP, with a warning."""
     from pycocotools.cocoeval import COCOeval
 
     data, name = load_instances(instances_json)
@@ -188,23 +223,28 @@ def coco_ap(
     if thing_ids is not None:
         things = {int(c) for c in thing_ids}
         cat_ids = [c for c in cat_ids if c in things]
-    img_ids = sorted(img["id"] for img in data["images"])
+    all_imgs = {img["id"] for img in data["images"]}
+    img_ids = sorted(all_imgs if image_ids is None else {i for i in image_ids if i in all_imgs})
     known_imgs = set(img_ids)
     known_cats = set(cat_ids)
-    has_gt = any(a["category_id"] in known_cats for a in data["annotations"])
+    evaluated = [a for a in data["annotations"] if a["category_id"] in known_cats and a["image_id"] in known_imgs]
+    no_mask = sum(1 for a in evaluated if not has_mask(a.get("segmentation")))
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = data
-        gt.createIndex()
     out: dict[str, dict[str, float]] = {}
     for iou_type, results in (("bbox", bbox_results), ("segm", segm_results)):
         if results is None:
             continue
+        gt_data = data
+        if iou_type == "segm" and no_mask:
+            gt_data = {**data, "annotations": [_box_as_ignore_region(a) for a in data["annotations"]]}
+            warnings.warn(f"{name}: {no_mask} annotation(s) without a mask (empty 'segmentation') left out of "
+                          f"mask AP (their boxes are ignored regions there); box AP counts them")
+        has_gt = any(a["category_id"] in known_cats and a["image_id"] in known_imgs for a in gt_data["annotations"])
         dets = [copy.copy(r) for r in results if r["image_id"] in known_imgs and r["category_id"] in known_cats]
-        if not dets or not cat_ids:
+        if not dets or not cat_ids or not img_ids:
             out[iou_type] = _empty_stats(has_gt and bool(cat_ids))
             continue
+        gt = _gt_index(gt_data)
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(dets)
             ev = COCOeval(gt, dt, iouType=iou_type)
@@ -222,10 +262,14 @@ def coco_ap_from_panoptic(
     pred_json: Any,
     pred_dir: str | os.PathLike,
     categories: Any = None,
+    evaluated_images: Iterable[tuple[Any, Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Box and mask AP of panoptic prediction files against an instances JSON (images
-    matched by file name stem, else by id; see `match_image_ids`).
-    `categories` (list of dicts with `isthing`, or a CategoryList) picks the thing classes."""
+    matched by file name stem, else by id; see `match_image_ids`), over the evaluated
+    images only: `evaluated_images` ((image_id, file_name) of the ground truth, whose
+    ids the predictions use: see `alignment.align_predictions`), default the predicted
+    images. `categories` (list of dicts with `isthing`, or a CategoryList) picks the
+    thing classes."""
     thing_ids = None
     if categories is not None:
         from panoptic_detr.evaluation.pq_inputs import normalise_categories
@@ -233,8 +277,15 @@ def coco_ap_from_panoptic(
         thing_ids = [cid for cid, c in normalise_categories(categories).items() if c["isthing"]]
     from panoptic_detr.evaluation.pq_inputs import load_panoptic_json
 
-    data, _ = load_instances(instances_json)
+    data, name = load_instances(instances_json)
     pred, _ = load_panoptic_json(pred_json, "prediction")
-    image_ids = match_image_ids(data["images"], [(a.get("image_id"), a.get("file_name")) for a in pred["annotations"]])
+    entries = list(evaluated_images if evaluated_images is not None
+                   else [(a.get("image_id"), a.get("file_name")) for a in pred["annotations"]])
+    image_ids = match_image_ids(data["images"], entries)
+    if not image_ids:
+        raise DataError(f"{name}: none of the {len(entries)} evaluated image(s) is in it (matched by file name or id)")
+    if len(image_ids) < len(entries):
+        warnings.warn(f"{name}: {len(entries) - len(image_ids)} of the {len(entries)} evaluated image(s) are not in "
+                      f"it; box and mask AP cover the other {len(image_ids)}")
     bbox_results, segm_results = panoptic_to_coco_results(pred, pred_dir, thing_ids, image_ids)
-    return coco_ap(data, bbox_results, segm_results, thing_ids)
+    return coco_ap(data, bbox_results, segm_results, thing_ids, image_ids=image_ids.values())

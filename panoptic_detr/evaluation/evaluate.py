@@ -28,7 +28,9 @@ from panoptic_detr.evaluation.panoptic_quality import (
     load_panoptic_json,
     normalise_categories,
     pq_from_stats,
+    warn_area_mismatches,
 )
+from panoptic_detr.evaluation.pq_inputs import all_segments
 
 __all__ = ["evaluate_model", "format_metrics"]
 
@@ -54,24 +56,19 @@ def _load_split_image(path: Path, expected_hw: tuple[int, int] | None) -> np.nda
     return arr
 
 
-def _check_model_categories(model_categories, cats: dict[int, dict], gt_name: str) -> None:
-    """The model must speak the dataset's category ids (names are checked loosely)."""
+def _model_category_remap(model_categories, cats: dict[int, dict], gt_name: str, category_map=None
+                          ) -> tuple[dict[int, int] | None, list[str]]:
+    """Model class id -> dataset category id, matched by name (`alignment.match_categories`;
+    a model category named `class_<id>`, i.e. unnamed, keeps its id), and notes; None
+    when the model has no category list."""
     if not model_categories:
-        return
-    foreign = [c for c in model_categories if int(c.id) not in cats]
-    if foreign:
-        names = ", ".join(f"{c.id} ({c.name})" for c in foreign[:5])
-        raise DataError(
-            f"{gt_name}: the model predicts categories that the dataset does not have: {names}"
-            f"{' ...' if len(foreign) > 5 else ''}"
-        )
-    renamed = [c for c in model_categories if c.name != cats[int(c.id)]["name"] and c.name != f"class_{c.id}"]
-    if renamed:
-        c = renamed[0]
-        warnings.warn(
-            f"{gt_name}: {len(renamed)} category name(s) differ from the model's, e.g. id {c.id} is "
-            f"'{cats[int(c.id)]['name']}' in the dataset and '{c.name}' in the model"
-        )
+        return None, []
+    from panoptic_detr.evaluation.alignment import category_names, match_categories
+
+    names = category_names(model_categories, "the model's categories")
+    names = {cid: (cats[cid]["name"] if name == f"class_{cid}" and cid in cats else name) for cid, name in names.items()}
+    gt_names = {cid: c["name"] for cid, c in cats.items()}
+    return match_categories(gt_names, names, names, gt_name, "the model's categories", category_map)
 
 
 def evaluate_model(
@@ -82,7 +79,10 @@ def evaluate_model(
     batch_size: int = 2,
     progress: bool = True,
     max_images: int | None = None,
-) -> dict:
+    category_map: dict[str, str] | None = None,
+    log=None,
+    shard=None,
+) -> dict | None:
     """Run `predictor` over a prepared split and score it.
 
     predictor: an `engine.predict.Predictor`, or any object with
@@ -94,9 +94,19 @@ def evaluate_model(
         removed afterwards, when None).
     batch_size: images handed to the predictor at once.
     max_images: score only the first N images of the split (quick periodic checks).
+    category_map: {model category name: dataset category name} for deliberate renames;
+        the model's categories are otherwise matched to the dataset's by name.
+    log: receives one-line notes (how the model's categories were matched).
+    shard: for several processes (`torchrun`): an object with `rank`, `world` and
+        `gather(obj) -> [obj of each process]` (`engine.sharding.Shard`). Each process
+        predicts the images rank, rank + world, ... (writing their PNGs into `out_dir`, which
+        all processes must see), the per-image results are gathered and process 0 scores
+        them in split order (the metrics equal one process's exactly) and writes
+        `predictions.json`; the other processes return None. Every process must call it.
 
     Returns ``{"panoptic": {All, Things, Stuff, per_class, per_category, num_images},
-    "bbox": {AP, AP50, ...}, "segm": {...}}`` (fractions; AP only with an instances JSON).
+    "bbox": {AP, AP50, ...}, "segm": {...}}`` (fractions; AP only with an instances JSON);
+    None on a shard other than 0.
     """
     from panoptic_detr.data.prepared import PreparedDataset
 
@@ -105,10 +115,15 @@ def evaluate_model(
     gt, gt_name = load_panoptic_json(gt_json_path, "ground-truth")
     if not isinstance(gt.get("categories"), list):
         raise DataError(f"{gt_name}: no 'categories' list")
-    cats = normalise_categories(gt["categories"], where=gt_name)
+    if not gt["annotations"]:
+        raise DataError(f"{gt_name}: the '{split}' split has no images; nothing to evaluate")
+    cats = normalise_categories(gt["categories"], where=gt_name, segments=all_segments(gt["annotations"]))
     thing_ids = [cid for cid, c in cats.items() if c["isthing"]]
     images = {img.get("id"): img for img in gt.get("images", []) if isinstance(img, dict)}
     annotations = gt["annotations"][: max_images if max_images is not None else None]
+    remap, notes = _model_category_remap(getattr(predictor, "categories", None), cats, gt_name, category_map)
+    for note in notes if log is not None else ():
+        log(note)
     for ann in annotations:
         if ann.get("image_id") not in images or not images[ann["image_id"]].get("file_name"):
             raise DataError(f"{gt_name}: image id {ann.get('image_id')} has no entry with a 'file_name' in 'images'")
@@ -122,24 +137,20 @@ def evaluate_model(
         image_id_map = match_image_ids(
             instances["images"], [(a["image_id"], images[a["image_id"]]["file_name"]) for a in annotations]
         )
-        wanted = set(image_id_map.values())
-        if max_images is not None:  # score AP on the same images as PQ
-            instances["images"] = [im for im in instances["images"] if im["id"] in wanted]
-            instances["annotations"] = [a for a in instances["annotations"] if a["image_id"] in wanted]
 
     return _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
-                     instances, image_id_map, out_dir, batch_size, progress, split)  # fmt: skip
+                     instances, image_id_map, out_dir, batch_size, progress, split, remap, shard)  # fmt: skip
 
 
 def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
-              instances, image_id_map, out_dir, batch_size, progress, split) -> dict:  # fmt: skip
+              instances, image_id_map, out_dir, batch_size, progress, split, remap, shard=None) -> dict | None:  # fmt: skip
+    """Predict and score the images of this process (all of them without a shard), then
+    accumulate every image's result in split order: the same sums in the same order
+    whatever the number of processes, so sharded metrics equal single-process ones exactly."""
     from panoptic_detr.utils.io import write_json
 
-    _check_model_categories(getattr(predictor, "categories", None), cats, gt_name)
-    run = getattr(predictor, "predict_batch", None)
-    if run is None:
-        run = lambda ims: [predictor(im) for im in ims]  # noqa: E731
-
+    rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
+    acc = _Accumulator()
     with contextlib.ExitStack() as stack:
         if out_dir is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="panoptic-detr-eval-")))
@@ -147,66 +158,117 @@ def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_d
             out = Path(out_dir)
         pred_dir = out / PREDICTIONS_DIR
         pred_dir.mkdir(parents=True, exist_ok=True)
-
-        from panoptic_detr.data.formats.coco_panoptic import segments_json, write_id_png
-
+        mine = [(i, annotations[i]) for i in range(rank, len(annotations), world)]
         bar = None
-        if progress:
+        if progress and rank == 0:
             from tqdm import tqdm
 
-            bar = stack.enter_context(tqdm(total=len(annotations), desc=f"evaluate {split}", unit="img"))
-        stat = PQStat()
-        dropped = 0
-        pred_anns: list[dict] = []
-        bbox_results: list[dict] = []
-        segm_results: list[dict] = []
-        bs = max(1, int(batch_size))
-        for start in range(0, len(annotations), bs):
-            chunk = annotations[start : start + bs]
-            batch = []
-            for ann in chunk:
-                img = images[ann["image_id"]]
-                hw = (img["height"], img["width"]) if "height" in img and "width" in img else None
-                batch.append(_load_split_image(image_dir / img["file_name"], hw))
-            outputs = run(batch)
-            if len(outputs) != len(batch):
-                raise DataError(f"predictor returned {len(outputs)} results for {len(batch)} images")
-            for ann, output in zip(chunk, outputs):
-                id_map = output.id_map
-                id_map = np.asarray(id_map.detach().cpu().numpy() if hasattr(id_map, "detach") else id_map)
-                segs = segments_json(list(output.segments_info))
-                unknown = [s["id"] for s in segs if s["category_id"] not in cats]
-                if unknown:  # e.g. DETR's unused class 0: those pixels become VOID
-                    dropped += len(unknown)
-                    id_map = np.where(np.isin(id_map, unknown), 0, id_map)
-                    segs = [s for s in segs if s["category_id"] in cats]
-                # the ground truth's PNG name when it has one (as COCO-panoptic results do)
-                file_name = Path(str(ann.get("file_name") or images[ann["image_id"]]["file_name"])).stem + ".png"
-                write_id_png(pred_dir / file_name, id_map)
-                pred_ann = {"image_id": ann["image_id"], "file_name": file_name, "segments_info": segs}
-                pred_anns.append(pred_ann)
-                stat.add(
-                    image_pq_stats(ann, pred_ann, gt_dir, pred_dir, cats, gt_name, "predictions", pred_ids=id_map)
-                )
-                if instances is not None and ann["image_id"] in image_id_map:
-                    b, s = segments_to_coco_results(image_id_map[ann["image_id"]], id_map, segs, thing_ids)
-                    bbox_results += b
-                    segm_results += s
-            if bar is not None:
-                bar.update(len(chunk))
-        write_json(
-            out / PREDICTIONS_JSON,
-            {"annotations": pred_anns, "categories": gt["categories"]},
-        )
+            desc = f"evaluate {split}" + (f" (rank 0 of {world})" if world > 1 else "")
+            bar = stack.enter_context(tqdm(total=len(mine), desc=desc, unit="img"))
+        ap_ids = image_id_map if instances is not None else None
+        records = _predict_images(predictor, mine, images, image_dir, pred_dir, gt_dir, cats, gt_name,
+                                  remap, batch_size, bar, ap_ids, thing_ids)
+        if world == 1:
+            for _, record in records:
+                acc.add(record)
+        else:
+            gathered = _gather_records(shard, records)
+            if rank != 0:
+                return None
+            for _, record in sorted((r for part in gathered for r in part), key=lambda r: r[0]):
+                acc.add(record)
+        write_json(out / PREDICTIONS_JSON, {"annotations": acc.pred_anns, "categories": gt["categories"]})
 
-    if dropped:
-        warnings.warn(f"evaluate: {dropped} predicted segment(s) of classes that are not in {gt_name} scored as VOID")
-    panoptic = pq_from_stats(stat, cats)
+    if acc.dropped:
+        warnings.warn(f"evaluate: {acc.dropped} predicted segment(s) of classes that are not in {gt_name} scored as VOID")
+    warn_area_mismatches(acc.stat, gt_name)
+    panoptic = pq_from_stats(acc.stat, cats)
     panoptic["num_images"] = len(annotations)
     metrics: dict[str, Any] = {"panoptic": panoptic}
-    if instances is not None:
-        metrics.update(coco_ap(instances, bbox_results, segm_results, thing_ids))
+    if instances is not None:  # AP over the evaluated images only, as PQ
+        metrics.update(coco_ap(instances, acc.bbox, acc.segm, thing_ids, image_ids=image_id_map.values()))
     return metrics
+
+
+def _gather_records(shard, records) -> list[list]:
+    """Every process's (index, record) list; a failure on any process is raised on all of
+    them (none is left waiting in a collective)."""
+    try:
+        payload: Any = list(records)
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the others know
+        failure, payload = e, {"error": f"{type(e).__name__}: {e}"}
+    else:
+        failure = None
+    gathered = shard.gather(payload)
+    if failure is not None:
+        raise failure
+    for r, part in enumerate(gathered):
+        if isinstance(part, dict):
+            raise DataError(f"evaluate: process {r} of {len(gathered)} failed ({part['error'].splitlines()[0]})")
+    return gathered
+
+
+class _Accumulator:
+    """Scores and results of images added in split order (the PQ sums, AP inputs, JSON)."""
+
+    def __init__(self):
+        self.stat = PQStat()
+        self.dropped = 0
+        self.pred_anns: list[dict] = []
+        self.bbox: list[dict] = []
+        self.segm: list[dict] = []
+
+    def add(self, record: tuple) -> None:
+        pred_ann, events, bbox, segm, dropped = record
+        self.pred_anns.append(pred_ann)
+        self.stat.add(events)
+        self.bbox += bbox
+        self.segm += segm
+        self.dropped += dropped
+
+
+def _predict_images(predictor, mine, images, image_dir, pred_dir, gt_dir, cats, gt_name, remap, batch_size, bar,
+                    ap_ids, thing_ids):
+    """Yields (split index, (pred_ann, PQ events, box results, mask results, dropped)) of
+    each image of `mine` ([(split index, ground-truth annotation)]), writing its PNG."""
+    from panoptic_detr.data.formats.coco_panoptic import segments_json, write_id_png
+
+    run = getattr(predictor, "predict_batch", None)
+    if run is None:
+        run = lambda ims: [predictor(im) for im in ims]  # noqa: E731
+    bs = max(1, int(batch_size))
+    for start in range(0, len(mine), bs):
+        chunk = mine[start : start + bs]
+        batch = []
+        for _, ann in chunk:
+            img = images[ann["image_id"]]
+            hw = (img["height"], img["width"]) if "height" in img and "width" in img else None
+            batch.append(_load_split_image(image_dir / img["file_name"], hw))
+        outputs = run(batch)
+        if len(outputs) != len(batch):
+            raise DataError(f"predictor returned {len(outputs)} results for {len(batch)} images")
+        for (index, ann), output in zip(chunk, outputs):
+            id_map = output.id_map
+            id_map = np.asarray(id_map.detach().cpu().numpy() if hasattr(id_map, "detach") else id_map)
+            segs = segments_json(list(output.segments_info))
+            if remap:  # the model's class ids in the dataset's terms
+                segs = [{**seg, "category_id": remap.get(seg["category_id"], seg["category_id"])} for seg in segs]
+            unknown = [s["id"] for s in segs if s["category_id"] not in cats]
+            if unknown:  # e.g. DETR's unused class 0: those pixels become VOID
+                id_map = np.where(np.isin(id_map, unknown), 0, id_map)
+                segs = [s for s in segs if s["category_id"] in cats]
+            # the ground truth's PNG name when it has one (as COCO-panoptic results do)
+            file_name = Path(str(ann.get("file_name") or images[ann["image_id"]]["file_name"])).stem + ".png"
+            write_id_png(pred_dir / file_name, id_map)
+            pred_ann = {"image_id": ann["image_id"], "file_name": file_name, "segments_info": segs}
+            events = image_pq_stats(ann, pred_ann, gt_dir, pred_dir, cats, gt_name, "predictions", pred_ids=id_map)
+            bbox: list = []
+            segm: list = []
+            if ap_ids is not None and ann["image_id"] in ap_ids:
+                bbox, segm = segments_to_coco_results(ap_ids[ann["image_id"]], id_map, segs, thing_ids)
+            yield index, (pred_ann, events, bbox, segm, len(unknown))
+        if bar is not None:
+            bar.update(len(chunk))
 
 
 # ----------------------------------------------------------------------------- table

@@ -32,15 +32,17 @@ one-line `DataError` naming the file, the image id and the segment id.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from panoptic_detr.errors import DataError
+from panoptic_detr.evaluation.alignment import align_predictions
 from panoptic_detr.evaluation.forked_map import fork_available, forked_map
 from panoptic_detr.evaluation.pq_image import image_pq_stats
-from panoptic_detr.evaluation.pq_inputs import OFFSET, VOID, load_panoptic_json, normalise_categories
+from panoptic_detr.evaluation.pq_inputs import OFFSET, VOID, all_segments, load_panoptic_json, normalise_categories
 from panoptic_detr.evaluation.pq_stats import CategoryStat, PQStat, pq_from_stats
 
 __all__ = [
@@ -71,6 +73,9 @@ def pq_compute(
     workers: int | None = None,
     check_gt: bool = True,
     progress: bool = False,
+    category_map: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+    names: tuple[str, str] | None = None,
 ) -> dict:
     """PQ/SQ/RQ for All, Things, Stuff and per class, as the COCO panopticapi computes them.
 
@@ -78,10 +83,16 @@ def pq_compute(
     predictions in the COCO-panoptic results format: `annotations` with `image_id`,
     `file_name`, `segments_info`). `gt_dir` / `pred_dir`: folders of the PNGs.
     `categories` (default: the ground truth's) decides the classes, their names and
-    things/stuff. Every ground-truth image needs a prediction (matched by `image_id`);
-    predictions for other images are ignored. `workers` score the images (default: up to
-    8, one per CPU): forked processes from `MIN_IMAGES_PER_PROCESS` images per worker on
-    (where the platform forks), threads otherwise; the result does not depend on it.
+    things/stuff. Every ground-truth image needs a prediction, matched by `image_id` or,
+    when the ids differ, by file name; the predictions' own `categories` are matched by
+    name, `category_map` ({predicted name: ground-truth name}) renaming some first
+    (`alignment.align_predictions`); `log` receives one line saying how each was
+    matched; `names` (ground truth, predictions) name loaded dicts in messages.
+    Predictions for other images are ignored. `workers` score the images
+    (default: up to 8, one per CPU): forked processes from `MIN_IMAGES_PER_PROCESS`
+    images per worker on (where the platform forks), threads otherwise; the result does
+    not depend on it. Ground-truth segments whose JSON `area` is not their PNG pixel
+    count are scored with the JSON area, as the panopticapi does, with one warning.
 
     Returns ``{"All"|"Things"|"Stuff": {pq, sq, rq, n}, "per_class": {name: {pq, sq, rq,
     tp, fp, fn}}, "per_category": [{id, name, isthing, pq, sq, rq, tp, fp, fn, iou}],
@@ -90,15 +101,19 @@ def pq_compute(
     """
     gt, gt_name = load_panoptic_json(gt_json, "ground-truth")
     pred, pred_name = load_panoptic_json(pred_json, "prediction")
+    gt_name, pred_name = names or (gt_name, pred_name)  # the files' names for loaded dicts
+    if not gt["annotations"]:
+        raise DataError(f"{gt_name}: no images (an empty split?); nothing to evaluate")
+    pred, notes = align_predictions(gt, gt_name, pred, pred_name, category_map, categories)
+    for note in notes if log is not None else ():
+        log(note)
     if categories is None:
-        if not isinstance(gt.get("categories"), list):
-            raise DataError(f"{gt_name}: no 'categories' list")
         categories = gt["categories"]
-    cats = normalise_categories(categories, where=gt_name)
+    cats = normalise_categories(categories, where=gt_name, segments=all_segments(gt["annotations"], pred["annotations"]))
     for d, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
         if not Path(d).is_dir():
             raise DataError(f"{d}: {what} PNG folder not found")
-    pairs = _image_pairs(gt["annotations"], gt_name, pred["annotations"], pred_name)
+    pairs = list(zip(gt["annotations"], pred["annotations"]))
 
     def one(pair, release_gil=False):
         return image_pq_stats(
@@ -106,27 +121,20 @@ def pq_compute(
         )
 
     stat = _accumulate(one, pairs, workers, progress)
+    warn_area_mismatches(stat, gt_name)
     results = pq_from_stats(stat, cats)
     results["num_images"] = len(pairs)
     return results
 
 
-def _image_pairs(gt_anns: list, gt_name: str, pred_anns: list, pred_name: str) -> list[tuple[Mapping, Mapping]]:
-    """(ground truth, prediction) annotations by `image_id`, in ground-truth order."""
-    pred_by_image: dict[Any, Mapping] = {}
-    for i, ann in enumerate(pred_anns):
-        if not isinstance(ann, Mapping) or "image_id" not in ann:
-            raise DataError(f"{pred_name}: annotation #{i} has no 'image_id'")
-        pred_by_image[ann["image_id"]] = ann
-    pairs = []
-    for i, ann in enumerate(gt_anns):
-        if not isinstance(ann, Mapping) or "image_id" not in ann:
-            raise DataError(f"{gt_name}: annotation #{i} has no 'image_id'")
-        p = pred_by_image.get(ann["image_id"])
-        if p is None:
-            raise DataError(f"{pred_name}: no prediction for the image with id {ann['image_id']} ({gt_name})")
-        pairs.append((ann, p))
-    return pairs
+def warn_area_mismatches(stat: PQStat, gt_name: str) -> None:
+    """One warning for all ground-truth segments whose JSON area is not their PNG count."""
+    if stat.area_mismatches:
+        warnings.warn(
+            f"{gt_name}: {stat.area_mismatches} ground-truth segment(s) have a JSON 'area' that differs from "
+            f"their pixel count in the PNG; scored with the JSON areas, as the COCO panopticapi does "
+            f"(IoU, and so PQ, can exceed 100%)"
+        )
 
 
 def _accumulate(one, pairs: list, workers: int | None, progress: bool) -> PQStat:

@@ -21,6 +21,14 @@ from panoptic_detr.evaluation.pq_pair_counts import known_ids, pair_counts
 Events = list[tuple[int, int, int, int, float]]  # (category_id, tp, fp, fn, iou)
 
 
+class ImageEvents(list):
+    """One image's events, plus the count of its ground-truth segments whose JSON `area`
+    differs from their PNG pixel count (scored with the JSON area, as the panopticapi;
+    reported once for all images by the caller)."""
+
+    area_mismatches: int = 0
+
+
 def image_pq_stats(
     gt_ann: Mapping,
     pred_ann: Mapping,
@@ -33,7 +41,7 @@ def image_pq_stats(
     gt_ids: np.ndarray | None = None,
     pred_ids: np.ndarray | None = None,
     release_gil: bool = False,
-) -> Events:
+) -> ImageEvents:
     """The PQ statistics of one image as `(category_id, tp, fp, fn, iou)` events in the
     panopticapi's order (matches by ascending (gt id, pred id), then false negatives in
     ground-truth order, then false positives in prediction order).
@@ -63,6 +71,11 @@ def image_pq_stats(
     im = _Image(image_id, gt_name, pred_name, gt_file, pred_file, gt_segms, pred_segms, pair_gt, pair_pred, counts)
     pred_area = _predicted_areas(im, categories)
     gt_area_png = _ground_truth_png_areas(im, categories, check_gt)
+    result = ImageEvents()
+    if gt_area_png:
+        result.area_mismatches = sum(
+            1 for gid, seg in gt_segms.items() if seg[2] is not None and seg[2] != gt_area_png.get(gid, 0)
+        )
 
     is_void_gt = pair_gt == VOID
     void_of_pred = dict(zip(pair_pred[is_void_gt].tolist(), counts[is_void_gt].tolist()))
@@ -77,7 +90,8 @@ def image_pq_stats(
         events.append((gseg[0], 0, 0, 1, 0.0))
     if len(pred_matched) < len(pred_segms):
         events += _false_positives(im, pred_matched, pred_area, void_of_pred, crowd_of_category)
-    return events
+    result += events
+    return result
 
 
 @dataclass

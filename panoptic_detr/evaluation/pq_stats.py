@@ -23,6 +23,7 @@ class PQStat:
     """Per-category statistics accumulated over images (category id -> CategoryStat)."""
 
     per_category: dict[int, CategoryStat] = field(default_factory=dict)
+    area_mismatches: int = 0  # ground-truth segments whose JSON area is not their PNG count
 
     def __getitem__(self, category_id: int) -> CategoryStat:
         stat = self.per_category.get(category_id)
@@ -31,7 +32,9 @@ class PQStat:
         return stat
 
     def add(self, events: Iterable[tuple[int, int, int, int, float]]) -> None:
-        """Adds the `(category_id, tp, fp, fn, iou)` events of one image, in order."""
+        """Adds the `(category_id, tp, fp, fn, iou)` events of one image, in order (and
+        its `area_mismatches`, when the events carry them: `pq_image.ImageEvents`)."""
+        self.area_mismatches += getattr(events, "area_mismatches", 0)
         for cid, tp, fp, fn, iou in events:
             s = self[cid]
             s.tp += tp

@@ -24,6 +24,8 @@ class AttentionRecord:
     encoder: [B, HW, HW] self-attention of the last encoder layer (of every layer with
         `all_encoder_layers=True`), averaged over heads; rows are queries, columns keys.
     decoder: [B, Q, HW] cross-attention of each decoder layer, averaged over heads.
+    encoder_heads, decoder_heads: with `heads=True`, the same layers per head:
+        [B, nheads, HW, HW] and [B, nheads, Q, HW] (`encoder[i]` is `encoder_heads[i].mean(1)`).
     mask_attention: [B, Q, nheads, h, w] the mask head's `bbox_attention` maps (panoptic models).
     feature_size: (h, w) of the stride-32 (stride-16 for DC5) feature grid; HW = h * w.
     padding_mask: [B, h, w] bool, True = padding.
@@ -31,21 +33,39 @@ class AttentionRecord:
 
     encoder: list[Tensor] = field(default_factory=list)
     decoder: list[Tensor] = field(default_factory=list)
+    encoder_heads: list[Tensor] = field(default_factory=list)
+    decoder_heads: list[Tensor] = field(default_factory=list)
     mask_attention: Tensor | None = None
     feature_size: tuple[int, int] | None = None
     padding_mask: Tensor | None = None
+    heads: bool | str = False  # also keep the per-head maps ("last": of the last encoder layer only)
 
     def reset(self) -> None:
         self.encoder.clear()
         self.decoder.clear()
+        self.encoder_heads.clear()
+        self.decoder_heads.clear()
         self.mask_attention = None
         self.feature_size = None
         self.padding_mask = None
 
+    def add(self, kind: str, attn: nn.MultiheadAttention, query: Tensor, key: Tensor,
+            key_padding_mask: Tensor | None = None) -> None:
+        """Record one layer's attention (`kind` "encoder" or "decoder"), called by the layer
+        inside `model_attention` with the inputs of its own attention call."""
+        weights = attention_weights(attn, query, key, key_padding_mask, heads=True)  # [B, h, Lq, Lk]
+        getattr(self, kind).append(weights.mean(1))
+        if self.heads:
+            kept = getattr(self, kind + "_heads")
+            if self.heads == "last" and kind == "encoder":
+                kept.clear()  # only the newest (in the end the last) encoder layer per head
+            kept.append(weights)
+
 
 def attention_weights(attn: nn.MultiheadAttention, query: Tensor, key: Tensor,
-                      key_padding_mask: Tensor | None = None) -> Tensor:
-    """Softmax weights of a batch-first `nn.MultiheadAttention`, averaged over heads: [B, Lq, Lk].
+                      key_padding_mask: Tensor | None = None, heads: bool = False) -> Tensor:
+    """Softmax weights of a batch-first `nn.MultiheadAttention`, averaged over heads: [B, Lq, Lk]
+    (per head with `heads=True`: [B, nheads, Lq, Lk]).
 
     Recomputed from the packed in_proj parameters, exactly as the attention computes them
     (scaled dot product of the projected q and k, padding keys excluded).
@@ -63,7 +83,8 @@ def attention_weights(attn: nn.MultiheadAttention, query: Tensor, key: Tensor,
         scores = (q * hd**-0.5) @ k.transpose(-2, -1)  # [B, h, Lq, Lk]
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        return scores.softmax(-1).mean(1)
+        weights = scores.softmax(-1)
+        return weights if heads else weights.mean(1)
 
 
 def multihead_attention(attn: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
@@ -111,15 +132,18 @@ def _parts(model: nn.Module):
 
 
 @contextlib.contextmanager
-def model_attention(model: nn.Module, all_encoder_layers: bool = False) -> Iterator[AttentionRecord]:
+def model_attention(model: nn.Module, all_encoder_layers: bool = False,
+                    heads: bool | str = False) -> Iterator[AttentionRecord]:
     """`with model_attention(model) as rec: model(images)` then read `rec.encoder[-1]`, ...
 
     Records the last encoder layer's self-attention (every layer's with
     `all_encoder_layers`), every decoder layer's cross-attention and, for panoptic models, the
-    mask head's attention maps. The model's outputs are unchanged.
+    mask head's attention maps; with `heads`, each recorded layer per head as well
+    (`rec.encoder_heads`, `rec.decoder_heads`; `heads="last"`: of the encoder, only the last
+    layer per head, which bounds the memory). The model's outputs are unchanged.
     """
     detr, transformer, bbox_attention = _parts(model)
-    rec = AttentionRecord()
+    rec = AttentionRecord(heads=heads)
     enc_layers = list(transformer.encoder.layers)
     watched = [detr, *(enc_layers if all_encoder_layers else enc_layers[-1:]), *transformer.decoder.layers]
     if bbox_attention is not None:

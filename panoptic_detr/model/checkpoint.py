@@ -123,12 +123,51 @@ def load_state_dict_checked(model: nn.Module, sd: dict, strict: bool = True, whe
     return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
 
 
-def adapt_state_dict(sd: dict, num_classes: int, old_categories=None, new_categories=None) -> dict:
+def head_rows(old_categories, new_categories, num_classes: int, old_rows: int,
+              sources: dict[str, list[str]] | None = None) -> dict[int, list[int]]:
+    """new class index -> the old class indices its row starts from: the classes `sources`
+    names for it (e.g. a stuff group's COCO members, from the class map), else the class of
+    the same name. Names the old categories lack are skipped; classes with none are absent."""
+    rows: dict[int, list[int]] = {}
+    if old_categories is None or new_categories is None:
+        return rows
+    for cat in new_categories:
+        if cat.id >= num_classes:
+            continue
+        names = (sources or {}).get(cat.name) or [cat.name]
+        ids = [old.id for n in names if (old := old_categories.by_name.get(n)) is not None and old.id < old_rows]
+        if ids:
+            rows[cat.id] = list(dict.fromkeys(ids))
+    return rows
+
+
+def group_row(weights: Tensor, biases: Tensor) -> tuple[Tensor, Tensor]:
+    """One class-head row for a group of classes (rows `weights` [n, d], `biases` [n]).
+
+    The weight is the smallest vector that gives each member's own direction the member's
+    own score (w . w_k = |w_k|^2 for every member k): the member row itself for one member,
+    their mean for identical rows, about their sum for unrelated ones. So an embedding that
+    one member clearly wins scores about as high on the group (on random official-layout
+    heads the group wins in ~96% of such cases; the mean of the rows, which dilutes a member
+    of a large group, in 74-91%: tests/model/test_registry_head_init.py). The bias is the
+    members' mean. A linear row cannot be the union of its members; training refines it.
+    """
+    g = weights.double()
+    if g.shape[0] == 1:
+        return weights[0].clone(), biases[0].clone()
+    coef = torch.linalg.pinv(g @ g.T) @ (g * g).sum(1)
+    return (g.T @ coef).to(weights.dtype), biases.double().mean().to(biases.dtype)
+
+
+def adapt_state_dict(sd: dict, num_classes: int, old_categories=None, new_categories=None,
+                     sources: dict[str, list[str]] | None = None) -> dict:
     """`sd` with `class_embed` re-initialised for `num_classes` classes (+1 "no object").
 
     The no-object row (the last) is kept as the new last row. When both category lists are
-    known, rows of the classes present in both (matched by name) are carried to their new ids.
-    Everything else in `sd` is unchanged (a shallow copy is returned).
+    known, each new class starts from its rows in the old head (`head_rows`): one class's row
+    is copied; several (a group of COCO classes) give `group_row`. Other rows keep
+    nn.Linear's initialisation. Everything else in `sd` is unchanged (a
+    shallow copy is returned).
     """
     p = "detr." if "detr.class_embed.weight" in sd else ""
     wkey, bkey = f"{p}class_embed.weight", f"{p}class_embed.bias"
@@ -139,12 +178,10 @@ def adapt_state_dict(sd: dict, num_classes: int, old_categories=None, new_catego
     new_w = fresh.weight.detach().to(old_w.dtype)
     new_b = fresh.bias.detach().to(old_b.dtype)
     new_w[-1], new_b[-1] = old_w[-1], old_b[-1]
-    if old_categories is not None and new_categories is not None:
-        old_rows = old_w.shape[0] - 1
-        for cat in new_categories:
-            old = old_categories.by_name.get(cat.name)
-            if old is not None and old.id < old_rows and cat.id < num_classes:
-                new_w[cat.id], new_b[cat.id] = old_w[old.id], old_b[old.id]
+    for new_id, old_ids in head_rows(old_categories, new_categories, num_classes, old_w.shape[0] - 1,
+                                     sources).items():
+        w, b = group_row(old_w[torch.tensor(old_ids)], old_b[torch.tensor(old_ids)])
+        new_w[new_id], new_b[new_id] = w.to(new_w.dtype), b.to(new_b.dtype)
     out = dict(sd)
     out[wkey], out[bkey] = new_w, new_b
     return out
@@ -164,6 +201,8 @@ class LoadReport:
     adapted: bool  # the class head was re-initialised (rows carried over by name)
     kept_by_name: int  # classes whose rows were carried over by name
     fresh: tuple[str, ...]  # prefixes left at their initialisation (a detection checkpoint's mask head)
+    # new class name -> the old class names its row started from (adapted heads)
+    row_sources: dict[str, list[str]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
@@ -208,14 +247,17 @@ def _same_categories(a, b) -> bool:
 
 
 def load_weights(model: nn.Module, checkpoint: str | Path | dict, categories=None, strict: bool = True,
-                 where: str | None = None) -> LoadReport:
+                 where: str | None = None, class_sources=None) -> LoadReport:
     """Load a checkpoint's weights into `model` (built already, for `categories` if given).
 
     checkpoint: a path (any file or folder `load_checkpoint` reads) or its dict.
     The class head is adapted (`adapt_state_dict`) when the class counts differ or both
     sides name different categories; the checkpoint's categories are its own, else COCO's
-    for the official class counts (`data.categories.official_categories`). Strict: ONE
-    CheckpointError lists every key that does not fit.
+    for the official class counts (`data.categories.official_categories`). `class_sources`
+    (new class name -> old class names, or a function of the checkpoint's categories giving
+    that, e.g. `ClassMap.head_sources`) says which old rows
+    start each new row; by default, the row of the same name. Strict: ONE CheckpointError
+    lists every key that does not fit.
     """
     from panoptic_detr.data.categories import official_categories
 
@@ -235,13 +277,17 @@ def load_weights(model: nn.Module, checkpoint: str | Path | dict, categories=Non
         source_cats = official_categories(source_classes)
     recategorise = categories is not None and source_cats is not None and not _same_categories(categories, source_cats)
     adapted = source_classes is not None and (target_classes != source_classes or recategorise)
-    kept = 0
+    kept, row_sources = 0, {}
+    if callable(class_sources):  # e.g. ClassMap.head_sources: needs the checkpoint's categories
+        class_sources = class_sources(source_cats) if source_cats is not None else None
     if adapted:
-        sd = adapt_state_dict(sd, target_classes, source_cats, categories)
+        sd = adapt_state_dict(sd, target_classes, source_cats, categories, class_sources)
         if source_cats is not None and categories is not None:
-            kept = sum(1 for c in categories if c.name in source_cats.by_name)
+            rows = head_rows(source_cats, categories, target_classes, source_classes, class_sources)
+            row_sources = {categories.by_id[i].name: [source_cats.by_id[j].name for j in js] for i, js in rows.items()}
+            kept = sum(1 for n, js in row_sources.items() if js == [n])
     result = load_state_dict_checked(model, sd, strict=strict, where=where, fresh_prefixes=fresh)
-    return LoadReport(source_classes, target_classes, source_cats, adapted, kept, fresh, **result)
+    return LoadReport(source_classes, target_classes, source_cats, adapted, kept, fresh, row_sources, **result)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,14 +303,18 @@ def load_model(path: str | Path, preset: str | None = None, num_classes: int | N
     than the checkpoint's re-initialises the class head (`adapt_state_dict`). A detection
     checkpoint loaded with a panoptic preset initialises the DETR part; the mask head is new.
     `.categories` is `categories`, else the checkpoint's, else COCO's for the official class
-    counts (250 panoptic, 91 detection).
+    counts (250 panoptic, 91 detection). `.inference_defaults` (`model.inference_defaults`) are the
+    checkpoint's inference settings, else the official ones for a file made elsewhere.
     """
     from panoptic_detr.data.categories import official_categories
+    from panoptic_detr.model import inference_defaults
     from panoptic_detr.model.build import build_from_config
 
-    path = Path(path)
     where = str(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path)  # a model name resolves to its cached file (model.download)
+    if ckpt.get("registry"):
+        preset = preset or ckpt["registry"]["preset"]
+        where = ckpt["registry"]["file"]
     has_config = isinstance(ckpt.get("config"), dict)
     if has_config:
         try:
@@ -294,10 +344,11 @@ def load_model(path: str | Path, preset: str | None = None, num_classes: int | N
             official_categories(target_classes))
     else:
         model.categories = None
+    model.inference_defaults = inference_defaults.from_checkpoint(ckpt, where)
     return model.to(device).eval()
 
 
 __all__ = [
     "load_checkpoint", "load_model", "load_weights", "LoadReport", "save_model", "adapt_state_dict", "infer_config",
-    "load_state_dict_checked", "is_panoptic_state_dict", "checkpoint_state_dict", "fit_head_layout",
+    "load_state_dict_checked", "is_panoptic_state_dict", "checkpoint_state_dict", "fit_head_layout", "head_rows", "group_row",
 ]

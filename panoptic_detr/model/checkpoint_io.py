@@ -39,8 +39,30 @@ def _find_in_folder(path: Path) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint as a dict with the state dict under `model` (plus `config`, `categories`
-    and any other entries the file has). Never unpickles objects."""
-    path = Path(path)
+    and any other entries the file has). Never unpickles objects.
+
+    `path` may also be a model name (`model.registry`): its cached file, downloaded first if
+    needed (`model.download.resolve`); the registry's categories fill in for a file without,
+    its `inference` settings override the file's, and `registry` records the entry's name,
+    preset and the file."""
+    from panoptic_detr.model.download import resolve
+
+    resolved = resolve(path)
+    path = resolved.path
+    ckpt = _load_file(path)
+    entry = resolved.entry
+    if entry is not None:
+        ckpt["registry"] = {"name": entry.name, "preset": entry.preset, "file": str(path)}
+        if not ckpt.get("categories") and entry.category_list() is not None:
+            ckpt["categories"] = entry.category_list().to_json()
+        if entry.inference:  # the registry's settings over the file's (model.inference_defaults)
+            from panoptic_detr.model.inference_defaults import from_checkpoint
+
+            ckpt["inference"] = {**from_checkpoint(ckpt, str(path)).to_dict(), **entry.inference}
+    return ckpt
+
+
+def _load_file(path: Path) -> dict:
     if path.is_dir():
         path = _find_in_folder(path)
     if not path.is_file():
@@ -65,7 +87,7 @@ def _load_safetensors(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     ckpt: dict = {"model": tensors}
-    for key in ("config", "categories", "extra"):
+    for key in ("config", "categories", "inference", "extra"):
         if key in metadata:
             try:
                 ckpt[key] = json.loads(metadata[key])
@@ -94,12 +116,25 @@ def _safe_globals() -> list:
     return allowed
 
 
+def _looks_like_pickle(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a pickle stream (protocol 2-5, the legacy
+    format): the only files whose refusal can be about what they would unpickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _load_torch(path: Path):
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
+        if "Weights only load failed" in msg and not _looks_like_pickle(path):
+            # random bytes reach torch's legacy pickle reader, which stops at the first
+            # byte that is no pickle opcode ("Unsupported operand"): not a checkpoint at all
+            raise CheckpointError(f"{path}: not a checkpoint (neither a PyTorch file nor safetensors: "
+                                  f"unrecognised file format)") from None
         if "Weights only load failed" in msg:
             m = re.search(r"(?:Unsupported global|Unsupported operand)[^\n]*?GLOBAL ([\w.]+)", msg) or \
                 re.search(r"GLOBAL ([\w.]+)", msg)
@@ -144,10 +179,12 @@ def _normalise(obj, path: Path) -> dict:
 
 
 def save_model(path: str | Path, model: nn.Module, categories=None, extra: dict | None = None,
-               half: bool = False) -> Path:
-    """Write `model` atomically as `.safetensors` (config, categories and `extra` as JSON metadata;
-    `half` stores floating tensors as float16) or as a torch file (`.pth`: a dict with `model`,
-    `config`, `categories` and the entries of `extra`, all loadable with weights_only=True)."""
+               half: bool = False, inference=None) -> Path:
+    """Write `model` atomically as `.safetensors` (config, categories, inference and `extra` as JSON
+    metadata; `half` stores floating tensors as float16) or as a torch file (`.pth`: a dict with
+    `model`, `config`, `categories`, `inference` and the entries of `extra`, all loadable with
+    weights_only=True). `inference`: the model's inference defaults (an `InferenceDefaults`;
+    default: `model.inference_defaults` when the model has them, else none are written)."""
     from panoptic_detr.utils.io import atomic_path
 
     path = Path(path)
@@ -156,7 +193,10 @@ def save_model(path: str | Path, model: nn.Module, categories=None, extra: dict 
     cfg_dict = cfg.to_dict() if cfg is not None else None
     cats_json = categories.to_json() if categories is not None else None
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    inference = inference if inference is not None else getattr(model, "inference_defaults", None)
     extra = dict(extra or {})
+    if inference is not None:
+        extra["inference"] = inference.to_dict() if hasattr(inference, "to_dict") else dict(inference)
     reserved = {"model", "config", "categories"} & set(extra)
     if reserved:
         raise ValueError(f"save_model: extra may not use the reserved key(s) {sorted(reserved)}")
@@ -171,6 +211,8 @@ def save_model(path: str | Path, model: nn.Module, categories=None, extra: dict 
                 metadata["config"] = json.dumps(cfg_dict)
             if cats_json is not None:
                 metadata["categories"] = json.dumps(cats_json)
+            if "inference" in extra:
+                metadata["inference"] = json.dumps(extra.pop("inference"))
             if extra:
                 metadata["extra"] = json.dumps(extra)
             save_file(sd, str(tmp), metadata=metadata)

@@ -29,8 +29,9 @@ class PositionEmbeddingSine(nn.Module):
     def forward(self, mask: Tensor) -> Tensor:
         """`mask` [B, H, W] bool (True = padding) -> [B, 2 * num_pos_feats, H, W] float32."""
         not_mask = ~mask
-        y_embed = not_mask.cumsum(1, dtype=torch.float32)
-        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+        # integer sums, then float (the same values): a float cumsum has no deterministic CUDA kernel
+        y_embed = not_mask.cumsum(1, dtype=torch.int32).to(torch.float32)
+        x_embed = not_mask.cumsum(2, dtype=torch.int32).to(torch.float32)
         if self.normalize:
             eps = 1e-6
             y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale

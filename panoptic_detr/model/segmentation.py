@@ -136,9 +136,14 @@ class MaskHeadSmallConv(nn.Module):
 
     def decode(self, ctx: MaskContext, batch_index: Tensor, query_index: Tensor) -> Tensor:
         """Mask logits [N, H/4, W/4] of the N (image, query) pairs."""
+        # Gathers with index_select, never advanced indexing (`t[batch_index]`): the backward of
+        # advanced indexing adds into repeated rows with unordered atomic adds when several CPU
+        # threads run (a different float sum from run to run: training was not repeatable);
+        # index_select's backward (index_add_) adds the rows in index order. Same forward values.
         d = self.dim - ctx.bbox_mask.shape[2]
-        att = ctx.bbox_mask[batch_index, query_index]  # [N, nheads, h, w]
-        pads = None if ctx.pads is None else [p[batch_index] for p in ctx.pads]
+        nq = ctx.bbox_mask.shape[1]
+        att = ctx.bbox_mask.flatten(0, 1).index_select(0, batch_index * nq + query_index)  # [N, nheads, h, w]
+        pads = None if ctx.pads is None else [p.index_select(0, batch_index) for p in ctx.pads]
 
         def norm_relu(y: Tensor, gn: nn.GroupNorm, level: int) -> Tensor:
             if pads is None:
@@ -146,12 +151,12 @@ class MaskHeadSmallConv(nn.Module):
             # Statistics over the valid region, padding back to zero for the next 3x3 conv.
             return F.relu(masked_group_norm(y, gn, pads[level])).masked_fill(pads[level], 0)
 
-        x = ctx.image_term[batch_index] + F.conv2d(att, self.lay1.weight[:, d:], None, padding=1)
+        x = ctx.image_term.index_select(0, batch_index) + F.conv2d(att, self.lay1.weight[:, d:], None, padding=1)
         x = norm_relu(x, self.gn1, 0)
         x = norm_relu(self.lay2(x), self.gn2, 0)
         stages = zip(ctx.fpns, (self.lay3, self.lay4, self.lay5), (self.gn3, self.gn4, self.gn5))
         for level, (fpn, lay, gn) in enumerate(stages, start=1):
-            cur = fpn[batch_index]
+            cur = fpn.index_select(0, batch_index)
             x = cur + F.interpolate(x, size=cur.shape[-2:], mode="nearest")
             if pads is not None:
                 x = x.masked_fill(pads[level], 0)

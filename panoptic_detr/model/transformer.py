@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from panoptic_detr.model.attention import attention_weights, multihead_attention
+from panoptic_detr.model.attention import multihead_attention
 from panoptic_detr.model.dropout import Dropout
 
 
@@ -54,7 +54,7 @@ class TransformerEncoderLayer(nn.Module):
         q = k = _with_pos(src, pos)
         attn = _attend(self.self_attn, q, k, src, key_padding_mask, fast_dropout=self.dropout.fast)
         if self.recorder is not None:
-            self.recorder.encoder.append(attention_weights(self.self_attn, q, k, key_padding_mask))
+            self.recorder.add("encoder", self.self_attn, q, k, key_padding_mask)
         src = self.norm1(src + self.dropout1(attn))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
         return self.norm2(src + self.dropout2(ffn))
@@ -86,7 +86,7 @@ class TransformerDecoderLayer(nn.Module):
         q, k = _with_pos(tgt, query_pos), _with_pos(memory, pos)
         attn = _attend(self.multihead_attn, q, k, memory, memory_key_padding_mask, fast_dropout=self.dropout.fast)
         if self.recorder is not None:
-            self.recorder.decoder.append(attention_weights(self.multihead_attn, q, k, memory_key_padding_mask))
+            self.recorder.add("decoder", self.multihead_attn, q, k, memory_key_padding_mask)
         tgt = self.norm2(tgt + self.dropout2(attn))
 
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))

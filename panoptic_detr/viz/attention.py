@@ -134,11 +134,13 @@ def decoder_attention_figure(
     extent: tuple[float, float, float, float] | None = None,
     title: str = "Decoder cross-attention per detected object (last layer, mean over heads)",
     max_cols: int = 4,
+    notes: Sequence[str] | None = None,
 ) -> Figure:
     """Figure 2: for each detected object, its query's attention over the image.
 
     `maps[k]` is the [h, w] cross-attention of query `queries[k]` over the valid feature
-    grid; boxes are (x0, y0, x1, y1) in original pixels.
+    grid; boxes are (x0, y0, x1, y1) in original pixels; `notes[k]` (e.g. "dropped by
+    --dedup") is added to the panel's title.
     """
     image = as_uint8_image(image)
     H, W = image.shape[:2]
@@ -167,6 +169,8 @@ def decoder_attention_figure(
         ax.set_ylim(H, 0)
         label = object_label(categories, category_ids[k], float(scores[k]))
         draw_box(ax, boxes_xyxy[k], color, label)
-        ax.set_title(f"query {int(queries[k])}: {label}", fontsize=SUBTITLE_SIZE)
+        note = notes[k] if notes is not None and notes[k] else ""
+        ax.set_title(f"query {int(queries[k])}: {label}" + (f"\n({note})" if note else ""), fontsize=SUBTITLE_SIZE,
+                     color="#b35900" if note else "black")
         add_colorbar(fig, im, ax, "attention weight")
     return fig

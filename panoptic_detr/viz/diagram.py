@@ -34,10 +34,13 @@ def _half(n: int) -> int:
     return (int(n) + 1) // 2
 
 
-def network_shapes(config: Any, input_size: tuple[int, int], original_size: tuple[int, int] | None = None) -> dict:
+def network_shapes(config: Any, input_size: tuple[int, int], original_size: tuple[int, int] | None = None,
+                   named_classes: int | None = None) -> dict:
     """Every tensor shape (batch dimension left out) through the network for one image of
     `input_size` (H, W) after resizing; the panoptic map is at `original_size` (default:
-    the input size). `config` is a `ModelConfig` or a dict of its fields."""
+    the input size). `config` is a `ModelConfig` or a dict of its fields; `named_classes`
+    the number of categories the model's classes name (the rest of its `num_classes`
+    slots, such as index 0, are unused)."""
     H, W = (int(v) for v in input_size)
     backbone = str(_cfg(config, "backbone", "resnet50"))
     width = int(_cfg(config, "backbone_width", 64))
@@ -85,6 +88,8 @@ def network_shapes(config: Any, input_size: tuple[int, int], original_size: tupl
             "dim_feedforward": int(_cfg(config, "dim_feedforward", 2048)),
             "num_queries": Q,
             "num_classes": C,
+            "named_classes": named_classes,
+            "frozen_bn": bool(_cfg(config, "frozen_bn", True)),
             "masks": masks,
         },
     }
@@ -181,7 +186,8 @@ def _draw_encoder_row(cv: _Canvas, shapes: dict) -> tuple[list, tuple[float, flo
     inp = cv.box(0.8, y1, 7.4, h1, "input image", fmt_shape(shapes["input"]), C_INPUT)
     ax.add_patch(FancyBboxPatch((10.0, y1 - 1.6), 44.6, h1 + 4.6, boxstyle="round,pad=0.2,rounding_size=1.0",
                                 facecolor="none", edgecolor="#5b8bd9", linewidth=1.2, linestyle="--"))
-    ax.text(10.6, y1 + h1 + 1.7, f"backbone {_backbone_name(meta)} (frozen BatchNorm)", fontsize=10.5,
+    bn = "frozen BatchNorm" if meta.get("frozen_bn", True) else "trainable BatchNorm"
+    ax.text(10.6, y1 + h1 + 1.7, f"backbone {_backbone_name(meta)} ({bn})", fontsize=10.5,
             color="#2b5cab", fontweight="bold", va="center")
     stem = cv.box(10.9, y1, 6.6, h1, "conv1 +\nmax-pool", fmt_shape(shapes["stem"]), C_BACKBONE, title_size=9.5,
                   shape_size=8.2)
@@ -217,6 +223,14 @@ def _draw_encoder_row(cv: _Canvas, shapes: dict) -> tuple[list, tuple[float, flo
     return stages, memory_out
 
 
+def _classes_text(meta: dict) -> str:
+    """'5 classes (12 slots) + no-object': named classes, and the class slots when some are unused."""
+    C, named = meta["num_classes"], meta.get("named_classes")
+    if named is None:
+        return f"{C} class slots + no-object"
+    return f"{named} classes" + (f" ({C} slots)" if named != C else "") + " + no-object"
+
+
 def _shape_summary(shapes: dict) -> str:
     """The grid, token and attention-map sizes, written beside the decoder row."""
     meta = shapes["meta"]
@@ -225,7 +239,7 @@ def _shape_summary(shapes: dict) -> str:
             f"tokens: hw = {fh * fw}, d = {meta['hidden_dim']}\n"
             f"{meta['nheads']} heads, FFN {meta['dim_feedforward']}\n"
             f"{meta['num_queries']} queries (Q)\n"
-            f"{meta['num_classes']} classes + no-object\n"
+            f"{_classes_text(meta)}\n"
             "attention maps:\n"
             f"  encoder  hw x hw = {fh * fw} x {fh * fw}\n"
             f"  decoder  Q x hw  = {meta['num_queries']} x {fh * fw}")

@@ -27,18 +27,21 @@ FIGURES = {
                 "In a trained model the encoder already separates instances: the pixels of the same object light "
                 "up together."),
     "decoder": ("2_decoder_attention.png", "2. Decoder attention per detected object",
-                "For every detected object (score above {threshold:g}), the cross-attention of its query over the "
-                "image in the last decoder layer, averaged over the heads, with the predicted box and label. "
+                "For every query above the threshold {threshold:g} ({shown}), the cross-attention of its query over "
+                "the image in the last decoder layer, averaged over the heads, with the predicted box (clipped to "
+                "the image) and label.{dropped} "
                 "In a trained model the decoder attends mostly to the object's extremities (head, legs, edges), "
                 "which fix its box and class."),
     "queries": ("3_query_boxes.png", "3. Where the queries look",
                 "Each panel is one query slot; each dot is the centre of the box it predicted on one of {n_images} "
-                "image(s){query_source}. Colour: green small boxes, red large horizontal, blue large vertical. "
+                "image(s){query_source}. Colour (key under the panels): green for small boxes, blending into red for "
+                "large wide boxes and blue for large tall ones. "
                 "Slots specialise in regions and box sizes."),
     "active": ("4_active_queries.png", "4. Active queries",
                "All {num_queries} query slots on a grid; the ones whose best class is an object with a score above "
-               "{threshold:g} fired and are linked to the object they found. Grey level: the best object probability "
-               "of the slots that did not fire."),
+               "{threshold:g} fired and are linked to the object they found (hatched: dropped as a duplicate by "
+               "--dedup; dotted: no segment left after the argmax; both drawn with dashed boxes). Grey level: the "
+               "best object probability of the slots that did not fire."),
     "mask_attention": ("5_mask_attention.png", "5. Mask-head attention maps",
                        "For each kept object, the {nheads} attention maps of the multi-head attention module "
                        "(bbox_attention) between its decoder embedding and the encoder memory, at stride {stride}. "
@@ -74,7 +77,7 @@ def render_figures(
     points: Sequence[tuple[float, float]] | None = None,
     query_stats=None,
     num_queries: int = 20,
-    max_objects: int = 12,
+    max_objects: int = 48,
 ) -> dict:
     """The seven figures (dict key -> matplotlib Figure; keys of `FIGURES`) of `expl`, an
     `engine.explain.Explanation`. Figure 3 uses `query_stats` (an
@@ -97,11 +100,13 @@ def render_figures(
     # best-scoring kept objects first
     order = expl.keep[expl.scores[expl.keep].argsort(descending=True)][:max_objects] if len(expl.keep) else expl.keep
     q_list = order.tolist()
-    boxes = expl.boxes_xyxy(order) if len(q_list) else np.zeros((0, 4))
+    boxes = expl.boxes_xyxy(order, clip=True) if len(q_list) else np.zeros((0, 4))
     cids = [int(expl.labels[q]) for q in q_list]
     scs = [float(expl.scores[q]) for q in q_list]
+    notes = [_STATE_NOTE.get(_state(expl, q), "") for q in q_list]
     figs["decoder"] = decoder_attention_figure(
-        expl.image, [expl.decoder_map(q).numpy() for q in q_list], boxes, cids, scs, q_list, cats, extent=extent)
+        expl.image, [expl.decoder_map(q).numpy() for q in q_list], boxes, cids, scs, q_list, cats, extent=extent,
+        notes=notes, title=f"Decoder cross-attention of {_shown(expl, max_objects)} (last layer, mean over heads)")
 
     query_box_sets = expl.boxes.numpy()[None] if query_stats is None else query_stats.boxes
     figs["queries"] = query_boxes_figure(query_box_sets, min(num_queries, expl.num_queries))
@@ -121,19 +126,53 @@ def render_figures(
         ov = overlay(expl.image, ids, expl.panoptic.segments_info, cats)
         figs["masks"] = binary_masks_figure(
             expl.image, expl.binary_masks(), [int(expl.labels[q]) for q in all_q],
-            [float(expl.scores[q]) for q in all_q], all_q, ids, expl.panoptic.segments_info, ov, cats)
+            [float(expl.scores[q]) for q in all_q], all_q, ids, expl.panoptic.segments_info, ov, cats,
+            notes=[_STATE_NOTE.get(_state(expl, q), "") for q in all_q])
 
     cfg = expl.config
     if cfg is None:
         raise PanopticDetrError("explain: the model has no .config; build it with build_model or load_model")
-    figs["diagram"] = network_diagram_figure(network_shapes(cfg, expl.processed_size, expl.original_size))
+    named = len(cats) if cats is not None else None
+    figs["diagram"] = network_diagram_figure(network_shapes(cfg, expl.processed_size, expl.original_size, named))
     return figs
 
 
-def captions(expl, query_stats=None, query_source: str = "") -> dict:
+_STATE_NOTE = {"duplicate": "dropped by --dedup", "small": "no segment"}
+
+
+def _state(expl, q: int) -> str:
+    return expl.states.state[q] if getattr(expl, "states", None) is not None else "kept"
+
+
+def _shown(expl, max_objects: int) -> str:
+    n = len(expl.keep)
+    if n <= max_objects:
+        return f"all {n} quer{'y' if n == 1 else 'ies'} above the threshold"
+    return f"the {max_objects} best of the {n} queries above the threshold"
+
+
+def _dropped(expl) -> str:
+    """The caption's sentence on the queries above the threshold that have no segment."""
+    out = []
+    for state, one, many in (
+        ("duplicate", "was dropped as a duplicate by --dedup (its mask lies inside a better query's of the same "
+                      "class)", "were dropped as duplicates by --dedup (each one's mask lies inside a better "
+                                "query's of the same class)"),
+        ("small", "was left without a segment (too small, or no pixel won in the argmax)",
+                  "were left without a segment (too small, or no pixel won in the argmax)"),
+    ):
+        qs = [q for q in expl.keep.tolist() if _state(expl, q) == state]
+        if qs:
+            out.append(f" Quer{'y' if len(qs) == 1 else 'ies'} {', '.join(map(str, qs))} "
+                       f"{one if len(qs) == 1 else many}: marked in the panel titles.")
+    return "".join(out)
+
+
+def captions(expl, query_stats=None, query_source: str = "", max_objects: int = 48) -> dict:
     """key -> (file name, heading, caption) of every figure, filled in for `expl`."""
     cfg = expl.config
     vals = dict(
+        shown=_shown(expl, max_objects).replace(" above the threshold", ""), dropped=_dropped(expl),
         stride=expl.stride, vh=expl.valid_size[0], vw=expl.valid_size[1], threshold=expl.threshold,
         n_images=1 if query_stats is None else query_stats.num_images, query_source=query_source,
         num_queries=expl.num_queries, nheads=getattr(cfg, "nheads", 8), min_area=4,

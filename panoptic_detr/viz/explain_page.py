@@ -25,10 +25,12 @@ def write_explanation(
     num_queries: int = 20,
     source: dict | None = None,
     dpi: int = 110,
+    explorer: bool = False,
 ) -> list[Path]:
     """Render every figure of `expl` (an `engine.explain.Explanation`) into `out_dir`
     (which must exist) plus `index.html`; returns the written paths. `query_stats` (an
-    `engine.explain.QueryBoxes`) feeds figure 3; `source` adds lines to the page's table."""
+    `engine.explain.QueryBoxes`) feeds figure 3; `source` adds lines to the page's table;
+    `explorer`: the page links to `explorer.html` (written by the caller)."""
     from panoptic_detr.viz.figures import save_figure
     from panoptic_detr.viz.html import write_index
 
@@ -49,10 +51,12 @@ def write_explanation(
     meta.setdefault("detected", f"{len(expl.keep)} of {expl.num_queries} queries above {expl.threshold:g}")
     objects = [
         {"query": d["query"], "label": expl.categories.name_of(d["category_id"]), "score": d["score"],
-         "box": d["box"]}
+         "box": d["box"], "state": d["state"]}
         for d in expl.kept()
     ]
-    written.append(write_index(out_dir / "index.html", "How DETR sees this image", entries, meta, objects))
+    links = [("explorer.html", "Interactive explorer: every pixel, query, layer and head")] if explorer else []
+    written.append(write_index(out_dir / "index.html", "How DETR sees this image", entries, meta, objects,
+                               links=links))
     return written
 
 

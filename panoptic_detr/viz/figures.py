@@ -168,3 +168,73 @@ def add_colorbar(fig: Figure, mappable, ax, label: str, fontsize: float = TICK_S
     cb.set_label(label, fontsize=fontsize)
     cb.ax.tick_params(labelsize=TICK_SIZE)
     return cb
+
+
+def place_box_labels(ax, labels: Sequence[tuple[Sequence[float], str, tuple]], fontsize: float = LABEL_SIZE - 1,
+                     pad: float = 1.5) -> list:
+    """Label tags for boxes (x0, y0, x1, y1 in data coordinates, y down), each placed at the
+    first of its box's corners (above or inside, left or right) where it lies wholly inside
+    the axes and overlaps no earlier tag; when every corner is taken, the nearest free
+    place above or below the best corner (a column of tags). `labels`: (box, text, colour)
+    in drawing priority. Returns the Text artists."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    grow = (pad + 0.5) * fig.dpi / 72.0  # the tag's background reaches past the text
+    placed: list = []
+    texts = []
+    for box, text, color in labels:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        t = ax.text(x0, y0, text, fontsize=fontsize, color=text_color_for(color), clip_on=False,
+                    bbox=dict(facecolor=color, edgecolor="none", alpha=0.85, pad=pad))
+        options = []
+        # (anchor x, anchor y, ha, va): above-left, inside-left, below-left, the same on the right
+        for anchor in ((x0, y0, "left", "bottom"), (x0, y0, "left", "top"), (x0, y1, "left", "top"),
+                       (x1, y0, "right", "bottom"), (x1, y0, "right", "top"), (x0, y1, "left", "bottom")):
+            t.set_position(anchor[:2])
+            t.set_ha(anchor[2])
+            t.set_va(anchor[3])
+            e = t.get_window_extent(renderer)
+            options.append((anchor, _inside((e.x0 - grow, e.y0 - grow, e.x1 + grow, e.y1 + grow), frame)))
+        anchor, ext = _free_place(options, placed, frame)
+        px, py = ax.transData.transform(anchor[:2])
+        t.set_position(ax.transData.inverted().transform((px + ext[4], py + ext[5])))
+        t.set_ha(anchor[2])
+        t.set_va(anchor[3])
+        placed.append(ext[:4])
+        texts.append(t)
+    return texts
+
+
+def _inside(ext, frame) -> tuple:
+    """(x0, y0, x1, y1, dx, dy): the extent shifted by (dx, dy) to lie inside `frame`."""
+    x0, y0, x1, y1 = ext
+    dx = max(frame.x0 - x0, 0) + min(frame.x1 - x1, 0)
+    dy = max(frame.y0 - y0, 0) + min(frame.y1 - y1, 0)
+    return (x0 + dx, y0 + dy, x1 + dx, y1 + dy, dx, dy)
+
+
+def _free_place(options: list, placed: list, frame) -> tuple:
+    """The first option overlapping no placed extent, else the first one slid up or down
+    (nearest first) to a free spot inside the frame, else the least overlapping option."""
+    def overlap(e) -> float:
+        return sum(_overlap(e, p) for p in placed)
+
+    for anchor, ext in options:
+        if overlap(ext) == 0:
+            return anchor, ext
+    anchor, ext = options[0]
+    height = ext[3] - ext[1]
+    for k in range(1, int(frame.height // max(height, 1)) + 1):
+        for sign in (-1, 1):  # display y grows upward: -1 moves the tag down the image
+            d = sign * k * height
+            moved = (ext[0], ext[1] + d, ext[2], ext[3] + d, ext[4], ext[5] + d)
+            if frame.y0 <= moved[1] and moved[3] <= frame.y1 and overlap(moved) == 0:
+                return anchor, moved
+    return min(options, key=lambda o: overlap(o[1]))
+
+
+def _overlap(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0

@@ -25,8 +25,17 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.95em; }
 td, th { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; }
 th { background: #f4f4f4; }
 nav a { margin-right: 1em; }
+.lead { font-size: 1.1em; font-weight: 600; }
 .meta td:first-child { font-weight: 600; }
 """
+
+
+# the objects table's words for a kept query's state (engine.explain_states)
+_STATE_TEXT = {
+    "kept": "in the panoptic map",
+    "duplicate": "dropped by --dedup (duplicate of a better query)",
+    "small": "no segment (too small, or lost every pixel in the argmax)",
+}
 
 
 def _rel(path: str | os.PathLike, root: Path) -> str:
@@ -37,8 +46,11 @@ def _rel(path: str | os.PathLike, root: Path) -> str:
 
 
 def render_index(title: str, figures: Sequence[tuple[str, str, str]], meta: dict | None = None,
-                 objects: Sequence[dict] | None = None, root: Path | None = None) -> str:
-    """The page's HTML. `figures`: (image path relative to the page, heading, caption)."""
+                 objects: Sequence[dict] | None = None, root: Path | None = None,
+                 links: Sequence[tuple[str, str]] = ()) -> str:
+    """The page's HTML. `figures`: (image path relative to the page, heading, caption);
+    `objects`: the kept queries (query, label, score, box and optionally state); `links`:
+    (relative href, text) shown under the title."""
     root = root or Path(".")
     e = html.escape
     parts = [
@@ -48,17 +60,23 @@ def render_index(title: str, figures: Sequence[tuple[str, str, str]], meta: dict
         f"<title>{e(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
+    for href, text in links:
+        parts.append(f'<p class="lead"><a href="{e(href, quote=True)}">{e(text)}</a></p>')
     if meta:
         rows = "".join(f"<tr><td>{e(str(k))}</td><td>{e(str(v))}</td></tr>" for k, v in meta.items() if v not in (None, ""))
         parts.append(f'<table class="meta">{rows}</table>')
     if objects:
-        head = "<tr><th>query</th><th>label</th><th>score</th><th>box (x0, y0, x1, y1)</th></tr>"
+        states = any("state" in o for o in objects)
+        head = ("<tr><th>query</th><th>label</th><th>score</th><th>box (x0, y0, x1, y1), clipped to the image</th>"
+                + ("<th>state</th>" if states else "") + "</tr>")
         rows = "".join(
             f"<tr><td>{int(o['query'])}</td><td>{e(str(o['label']))}</td><td>{float(o['score']):.3f}</td>"
-            f"<td>{', '.join(f'{float(v):.0f}' for v in o['box'])}</td></tr>"
+            f"<td>{', '.join(f'{float(v):.0f}' for v in o['box'])}</td>"
+            + (f"<td>{e(_STATE_TEXT.get(o.get('state', 'kept'), str(o.get('state'))))}</td>" if states else "")
+            + "</tr>"
             for o in objects
         )
-        parts.append(f"<h2>Detected objects</h2><table>{head}{rows}</table>")
+        parts.append(f"<h2>Queries above the threshold</h2><table>{head}{rows}</table>")
     if len(figures) > 1:
         links = "".join(f'<a href="#fig{i}">{e(h)}</a>' for i, (_, h, _) in enumerate(figures, 1))
         parts.append(f"<nav>{links}</nav>")
@@ -73,10 +91,11 @@ def render_index(title: str, figures: Sequence[tuple[str, str, str]], meta: dict
 
 
 def write_index(path: str | os.PathLike, title: str, figures: Sequence[tuple[str, str, str]],
-                meta: dict | None = None, objects: Sequence[dict] | None = None) -> Path:
+                meta: dict | None = None, objects: Sequence[dict] | None = None,
+                links: Sequence[tuple[str, str]] = ()) -> Path:
     """Write `render_index(...)` to `path` atomically (image paths relative to its folder)."""
     path = Path(path)
-    write_text(path, render_index(title, figures, meta, objects, root=path.parent))
+    write_text(path, render_index(title, figures, meta, objects, root=path.parent, links=links))
     return path
 
 

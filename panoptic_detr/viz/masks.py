@@ -155,7 +155,7 @@ def _binary_masks_layout(image_hw: tuple[int, int], K: int, max_cols: int):
 
 
 def _draw_mask_grid(top, image_hw: tuple[int, int], masks: np.ndarray, shown: list[int], rows: int, cols: int,
-                    category_ids, scores, queries, categories: CategoryList | None) -> None:
+                    category_ids, scores, queries, categories: CategoryList | None, notes=None) -> None:
     """One panel per shown mask, in its category's colour on black, with its share of the image."""
     H, W = image_hw
     total = float(H * W)
@@ -171,8 +171,9 @@ def _draw_mask_grid(top, image_hw: tuple[int, int], masks: np.ndarray, shown: li
         ax.imshow(masks[k].astype(np.uint8), cmap=cmap, vmin=0, vmax=1, extent=(0, W, H, 0),
                   interpolation="nearest")
         hide_axes(ax)
-        ax.set_title(f"q{int(queries[k])} {object_label(categories, category_ids[k], float(scores[k]))}",
-                     fontsize=LABEL_SIZE)
+        note = notes[k] if notes is not None and notes[k] else ""
+        ax.set_title(f"q{int(queries[k])} {object_label(categories, category_ids[k], float(scores[k]))}"
+                     + (f"\n({note})" if note else ""), fontsize=LABEL_SIZE, color="#b35900" if note else "black")
         ax.set_xlabel(f"mask: {masks[k].sum() / total:.1%} of the image", fontsize=TICK_SIZE + 1)
 
 
@@ -235,12 +236,14 @@ def binary_masks_figure(
     title: str | None = None,
     max_cols: int = 5,
     max_masks: int = 20,
+    notes: Sequence[str] | None = None,
 ) -> Figure:
     """Figure 6: kept objects' binary masks, the pixel-wise argmax id map, the overlay.
 
     `masks` [K, H, W] bool in original pixels; `id_map` [H, W] int (0 = void) with its
     `segments_info`; `overlay_image` the final rendering (e.g. `viz.overlay.overlay`).
-    At most `max_masks` masks are drawn (the best-scoring ones, in the given order).
+    At most `max_masks` masks are drawn (the best-scoring ones, in the given order);
+    `notes[k]` (e.g. "dropped by --dedup") is added to mask k's title.
     """
     image = as_uint8_image(image)
     masks = np.asarray(masks).astype(bool)
@@ -260,7 +263,8 @@ def binary_masks_figure(
         ax.text(0.5, 0.5, "no object above the threshold", ha="center", va="center", transform=ax.transAxes,
                 fontsize=SUBTITLE_SIZE)
     else:
-        _draw_mask_grid(top, image.shape[:2], masks, shown, rows, cols, category_ids, scores, queries, categories)
+        _draw_mask_grid(top, image.shape[:2], masks, shown, rows, cols, category_ids, scores, queries, categories,
+                        notes)
     colors = shaded_segment_colors(id_map, segments_info, categories)
     ax_a, ax_o = bottom.subplots(1, 2)
     _draw_argmax_panel(ax_a, image.shape[:2], id_map, colors, segments_info, categories)

@@ -12,7 +12,6 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
-from matplotlib.lines import Line2D
 from matplotlib.patches import ConnectionPatch, Rectangle
 
 from panoptic_detr.data.categories import CategoryList
@@ -21,10 +20,10 @@ from panoptic_detr.viz.figures import (
     as_uint8_image,
     category_color,
     category_name,
-    draw_box,
     grid_shape,
     image_axes,
     new_figure,
+    place_box_labels,
     query_grid_shape,
     text_color_for,
 )
@@ -74,11 +73,12 @@ def query_boxes_figure(
     n = len(queries)
     rows, cols = grid_shape(n, max_cols)
     panel = 2.7
-    fig = new_figure(cols * panel + 0.6, rows * (panel + 0.35) + 1.6)
+    fig = new_figure(max(cols * panel + 0.6, 5.0), rows * (panel + 0.35) + 2.4)
     top = 1 - 1.0 / fig.get_figheight()
-    gs = GridSpec(rows, cols, figure=fig, left=0.06, right=0.98, top=top, bottom=0.85 / fig.get_figheight(),
+    gs = GridSpec(rows, cols, figure=fig, left=0.06, right=0.98, top=top, bottom=1.7 / fig.get_figheight(),
                   wspace=0.15, hspace=0.35)
-    fig.suptitle(title or f"Where the queries look: predicted box centres of {n} of {Q} queries over "
+    sep = " " if cols >= 5 else "\n"  # a narrow figure: two lines, or the title is clipped
+    fig.suptitle(title or f"Where the queries look:{sep}predicted box centres of {n} of {Q} queries over "
                  f"{n_img} image{'s' if n_img != 1 else ''}", fontsize=TITLE_SIZE, fontweight="bold")
     for i, q in enumerate(queries):
         ax = fig.add_subplot(gs[i // cols, i % cols])
@@ -105,14 +105,24 @@ def query_boxes_figure(
             ax.set_xlabel("centre x / image width", fontsize=TICK_SIZE)
         else:
             ax.set_xticklabels([])
-    handles = [
-        Line2D([], [], marker="o", linestyle="", color=GREEN, markersize=9, label="small box"),
-        Line2D([], [], marker="o", linestyle="", color=RED, markersize=9, label="large, horizontal box"),
-        Line2D([], [], marker="o", linestyle="", color=BLUE, markersize=9, label="large, vertical box"),
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=LABEL_SIZE, frameon=False,
-               bbox_to_anchor=(0.5, 0.0))
+    _colour_key(fig)
     return fig
+
+
+def _colour_key(fig: Figure) -> None:
+    """The dots' colours as a 2-D key at the bottom of the figure (size across, shape up),
+    drawn with `box_size_colors` itself, so the key shows the blends the dots have."""
+    fw, fh = fig.get_figwidth(), fig.get_figheight()
+    ax = fig.add_axes(((fw - 3.2) / 2 / fw, 0.6 / fh, 3.2 / fw, 0.45 / fh))  # labels below it
+    size = np.linspace(0.0, 0.6, 61)  # sqrt(w * h), fraction of the image
+    aspect = np.geomspace(1 / 4, 4, 21)  # w / h: tall (bottom) to wide (top)
+    s, a = np.meshgrid(size, aspect)
+    w, h = s * np.sqrt(a), s / np.sqrt(a)
+    ax.imshow(box_size_colors(w.ravel(), h.ravel()).reshape(*s.shape, 3), origin="lower", aspect="auto",
+              extent=(0, 0.6, 0, 1))
+    ax.set_yticks([0.1, 0.9], ["tall", "wide"], fontsize=TICK_SIZE)
+    ax.set_xticks([0, 0.25, 0.5], ["0", "0.25", "0.5+"], fontsize=TICK_SIZE)
+    ax.set_xlabel("box size sqrt(w h) / image (colour of the dots)", fontsize=TICK_SIZE)
 
 
 def _active_queries_layout(image_hw: tuple[int, int], rows: int, cols: int, title: str):
@@ -124,7 +134,7 @@ def _active_queries_layout(image_hw: tuple[int, int], rows: int, cols: int, titl
     grid_h = grid_w / cols * rows
     img_w = 7.5
     img_h = img_w * H / max(W, 1)
-    fig = new_figure(grid_w + img_w + 2.6, max(grid_h + 2.4, img_h + 1.3))
+    fig = new_figure(grid_w + img_w + 2.6, max(grid_h + 2.4, img_h + 1.9))  # room for the x label
     fig.suptitle(title, fontsize=TITLE_SIZE, fontweight="bold")
     fh = fig.get_figheight()
     fw = fig.get_figwidth()
@@ -148,11 +158,14 @@ def _draw_query_grid(ax_q, num_queries: int, rows: int, cols: int, fired_by_q: d
         f = fired_by_q.get(q)
         if f is not None:
             color = category_color(categories, f["category_id"])
-            ax_q.add_patch(Rectangle((c, r), 1, 1, facecolor=color, edgecolor="black", linewidth=1.5))
+            state = f.get("state", "kept")
+            ax_q.add_patch(Rectangle((c, r), 1, 1, facecolor=color, edgecolor="black", linewidth=1.5,
+                                     hatch={"duplicate": "///", "small": ".."}.get(state)))
             name = category_name(categories, f["category_id"])
-            short = name if len(name) <= 9 else name[:8] + "."
+            short = {"duplicate": "dup", "small": "no seg."}.get(state) or (name if len(name) <= 9 else name[:8] + ".")
             ax_q.text(c + 0.5, r + 0.5, f"{q}\n{short}" if cols <= 12 else f"{q}", ha="center", va="center",
-                      fontsize=font, color=text_color_for(color), fontweight="bold")
+                      fontsize=font, color=text_color_for(color), fontweight="bold",
+                      bbox=dict(facecolor=color, edgecolor="none", pad=0.5) if state != "kept" else None)
         else:
             ax_q.text(c + 0.5, r + 0.5, str(q), ha="center", va="center", fontsize=font,
                       color="black" if shades[q] < 0.5 else "white", alpha=0.6)
@@ -172,25 +185,44 @@ def _draw_query_grid(ax_q, num_queries: int, rows: int, cols: int, fired_by_q: d
 
 def _draw_fired_objects(fig: Figure, ax_q, ax_i, image: np.ndarray, fired: Sequence[dict], cols: int,
                         categories: CategoryList | None, max_links: int) -> None:
-    """The image with each fired query's box, linked by an arrow to its grid cell (unless
-    more than `max_links` fired: then the query numbers on the boxes are the link)."""
+    """The image with each fired query's box (clipped to the image; dashed when --dedup
+    dropped it), linked by an arrow to its grid cell (unless more than `max_links` fired:
+    then the query numbers on the boxes are the link). The tags are placed inside the
+    image without overlapping (`place_box_labels`)."""
     H, W = image.shape[:2]
     linked = len(fired) <= max_links
     image_axes(ax_i, image, "Objects found by the fired queries" + ("" if linked else " (labelled q<slot>)"))
+    labels = []
     for f in sorted(fired, key=lambda f: -float(f["score"])):
         q = int(f["query"])
         color = category_color(categories, f["category_id"])
-        x0, y0, x1, y1 = (float(v) for v in f["box"])
-        draw_box(ax_i, (x0, y0, x1, y1), color,
-                 f"q{q} {category_name(categories, f['category_id'])} {float(f['score']):.2f}")
+        x0, y0, x1, y1 = (min(max(float(v), 0.0), lim) for v, lim in zip(f["box"], (W, H, W, H)))
+        dropped = f.get("state", "kept") != "kept"
+        ax_i.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color,
+                                 linewidth=1.4 if dropped else 2.0, linestyle="--" if dropped else "-"))
+        note = {"duplicate": " dup", "small": " no segment"}.get(f.get("state", "kept"), "")
+        labels.append(((x0, y0, x1, y1),
+                       f"q{q} {category_name(categories, f['category_id'])} {float(f['score']):.2f}{note}", color))
         if not linked:
             continue
         r, c = divmod(q, cols)
         con = ConnectionPatch(xyA=(c + 1.0, r + 0.5), coordsA=ax_q.transData,
-                              xyB=(min(max((x0 + x1) / 2, 0), W), min(max((y0 + y1) / 2, 0), H)),
+                              xyB=((x0 + x1) / 2, (y0 + y1) / 2),
                               coordsB=ax_i.transData, color=color, linewidth=1.3, alpha=0.85,
-                              arrowstyle="-|>", mutation_scale=10)
+                              arrowstyle="-|>", mutation_scale=10, linestyle="--" if dropped else "-")
         fig.add_artist(con)
+    place_box_labels(ax_i, labels)
+
+
+def _dropped_note(fired: Sequence[dict]) -> str:
+    """', 2 dropped by --dedup (hatched: 7, 12)' for the title, or ''."""
+    parts = []
+    for state, words, mark in (("duplicate", "dropped by --dedup", "hatched ///"),
+                               ("small", "without a segment", "dotted")):
+        qs = sorted(int(f["query"]) for f in fired if f.get("state") == state)
+        if qs:
+            parts.append(f"{len(qs)} {words} ({mark}: {', '.join(map(str, qs))})")
+    return ("\n" + "; ".join(parts)) if parts else ""
 
 
 def active_queries_figure(
@@ -215,7 +247,7 @@ def active_queries_figure(
     fig, ax_q, ax_i, colorbar_rect = _active_queries_layout(
         image.shape[:2], rows, cols,
         title or f"Active queries: {len(fired)} of {num_queries} fired"
-        + (f" (score > {threshold:g})" if threshold is not None else ""))
+        + (f" (score > {threshold:g})" if threshold is not None else "") + _dropped_note(fired))
     shades = np.zeros(num_queries) if query_scores is None else np.asarray(query_scores, dtype=np.float64)
     fired_by_q = {int(f["query"]): f for f in fired}
     im = _draw_query_grid(ax_q, num_queries, rows, cols, fired_by_q, shades, categories)

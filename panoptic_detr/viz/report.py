@@ -24,18 +24,32 @@ def _metrics_table(panoptic: dict) -> str:
     for k in ("All", "Things", "Stuff"):
         r = panoptic[k]
         rows.append(
-            f"<tr><th>{k}</th><td>{100 * r['pq']:.1f}</td><td>{100 * r['sq']:.1f}</td>"
-            f"<td>{100 * r['rq']:.1f}</td><td>{r['n']}</td></tr>"
+            f"<tr><th>{k}</th><td>{_pct(r['pq'])}</td><td>{_pct(r['sq'])}</td>"
+            f"<td>{_pct(r['rq'])}</td><td>{r['n']}</td></tr>"
         )
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _pct(v) -> str:
+    """A fraction as a percentage; "-" for COCO's -1 (an empty size bucket), None or NaN."""
+    if v is None or not isinstance(v, (int, float)) or v != v or v < 0:
+        return "-"
+    return f"{100 * float(v):.1f}"
+
+
 def _per_class_table(per_class: dict) -> str:
+    """PQ per class; a class with no ground-truth segment in the split is listed as absent
+    (its PQ is undefined, not 0), with its false positives if any."""
     rows = ["<tr><th>class</th><th>PQ</th><th>SQ</th><th>RQ</th><th>TP</th><th>FP</th><th>FN</th></tr>"]
     for name, r in per_class.items():
+        if r["tp"] + r["fn"] == 0:
+            fp = f", {r['fp']} false positive{'s' if r['fp'] != 1 else ''}" if r["fp"] else ""
+            rows.append(f'<tr class="absent"><td>{html.escape(name)}</td>'
+                        f'<td colspan="6">absent from the split{fp}</td></tr>')
+            continue
         rows.append(
-            f"<tr><td>{html.escape(name)}</td><td>{100 * r['pq']:.1f}</td><td>{100 * r['sq']:.1f}</td>"
-            f"<td>{100 * r['rq']:.1f}</td><td>{r['tp']}</td><td>{r['fp']}</td><td>{r['fn']}</td></tr>"
+            f"<tr><td>{html.escape(name)}</td><td>{_pct(r['pq'])}</td><td>{_pct(r['sq'])}</td>"
+            f"<td>{_pct(r['rq'])}</td><td>{r['tp']}</td><td>{r['fp']}</td><td>{r['fn']}</td></tr>"
         )
     return "<table>" + "".join(rows) + "</table>"
 
@@ -45,7 +59,7 @@ def _ap_table(metrics: dict) -> str:
     for kind in ("bbox", "segm"):
         if kind in metrics:
             m = metrics[kind]
-            cells = "".join(f"<td>{100 * float(v):.1f}</td>" for v in m.values())
+            cells = "".join(f"<td>{_pct(v)}</td>" for v in m.values())
             head = "".join(f"<th>{html.escape(k)}</th>" for k in m)
             parts.append(f"<h3>{kind} AP</h3><table><tr>{head}</tr><tr>{cells}</tr></table>")
     return "".join(parts)
@@ -79,6 +93,24 @@ def ground_truth_overlays(run: Path, limit: int = 8) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _explain_section(folder: Path, run: Path) -> str:
+    """The explain figures with their titles, and the link to the interactive explorer."""
+    from panoptic_detr.viz.explain_figures import FIGURES
+    from panoptic_detr.viz.explorer import EXPLORER_FILE
+
+    titles = {f: heading for f, heading, _ in FIGURES.values()}
+    parts = []
+    if (folder / EXPLORER_FILE).is_file():
+        parts.append(f'<p class="lead"><a href="{_rel(folder / EXPLORER_FILE, run)}">Open the interactive explorer</a>: '
+                     "click any pixel for the encoder's attention at any layer and head, any query for its "
+                     "cross-attention, box, mask and mask-head maps, any segment for its query.</p>")
+    for p in sorted(folder.glob("*.png")):
+        title = titles.get(p.name, p.stem.replace("_", " "))
+        parts.append(f'<figure><img src="{_rel(p, run)}" alt="{html.escape(title, quote=True)}">'
+                     f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    return "".join(parts)
+
+
 def _took(stage: dict) -> str:
     return "skipped (done)" if stage["skipped"] else f"{stage['seconds']:.1f} s"
 
@@ -100,11 +132,7 @@ def write_report(run: Path, summary: dict) -> Path:
         f'<figure><img src="{_rel(p, run)}" alt="prediction"><figcaption>prediction</figcaption></figure></div>'
         for g, p in ground_truth_overlays(run)
     )
-    explain = sorted((run / "explain").glob("*.png"))
-    explain_html = "".join(
-        f'<figure><img src="{_rel(p, run)}" alt="{p.stem}"><figcaption>{html.escape(p.stem)}</figcaption></figure>'
-        for p in explain
-    )
+    explain_html = _explain_section(run / "explain", run)
     origin = (
         f"This run started from the shipped base model (<code>{html.escape(started)}</code>), "
         "which labelled the stuff of the training images and initialised the model."
@@ -122,6 +150,8 @@ img {{ max-width: 100%; }}
 .pair {{ display: flex; gap: 8px; margin-bottom: 8px; }}
 .pair figure {{ margin: 0; flex: 1; }}
 figure {{ margin: 0 0 1em; }}
+tr.absent td {{ color: #777; text-align: left; }}
+.lead {{ font-size: 1.1em; font-weight: 600; }}
 </style></head><body>
 <h1>panoptic-detr demo</h1>
 <p>{origin}</p>

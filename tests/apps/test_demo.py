@@ -27,6 +27,7 @@ def test_demo_runs_every_stage_writes_a_complete_report_and_resumes(tmp_path, ca
     assert any(s.endswith(".png") or s.endswith(".jpg") for s in sources)
     missing = [s for s in sources if not (report.parent / s).exists()]
     assert missing == []
+    assert "explain/explorer.html" in sources  # the report links the demo image's explorer
     assert "base model" in text
     out = capsys.readouterr().out
     assert "PQ" in out and str(report) in out

@@ -87,13 +87,18 @@ def test_read_coco_export_rle_kinds(tmp_path):
         ],
         ["x"],
     )
-    items, problems = read_things(tmp_path / "exp" / "coco.json")
+    items, problems = read_things(tmp_path / "exp" / "coco.json", crowd="keep")
     assert not problems and len(items) == 1
     kinds = [a.kind for a in items[0].annotations]
     assert kinds == ["rle", "rle", "polygons"]
     assert decode_rle(annotation_rle(items[0].annotations[0], 12, 16)).sum() == 24
     assert decode_rle(annotation_rle(items[0].annotations[1], 12, 16)).sum() == 12
     assert items[0].annotations[1].iscrowd == 1
+    # the default reads a CVAT export's crowd RLE as an instance, with a counted warning
+    warns = []
+    items, _ = read_things(tmp_path / "exp" / "coco.json", warnings=warns)
+    assert items[0].annotations[1].iscrowd == 0
+    assert len(warns) == 1 and "1 RLE mask(s) marked iscrowd 1" in warns[0]
 
 
 def test_labelme_reader(tmp_path):
@@ -119,8 +124,13 @@ def test_labelme_reader(tmp_path):
     assert not problems
     one, two = items
     assert one.name == "one.jpg" and one.image_path == d / "one.jpg"
-    assert [a.label for a in one.annotations] == ["a", "b", "b", "a"]
-    assert len(one.annotations[3].data) == 2  # group_id 1: two polygons, one instance
+    assert [a.label for a in one.annotations] == ["a", "b", "b", "a", "a", "a"]
+    assert [a.kind for a in one.annotations] == ["polygons", "polygons", "shape", "polygons", "polygons", "shape"]
+    # group_id 1: two shapes of one instance (painted as one segment by prepare)
+    assert one.annotations[3].instance == one.annotations[4].instance == ("a", 1)
+    assert one.annotations[0].instance is None
     assert decode_rle(annotation_rle(one.annotations[1], 30, 40)).sum() == 64  # 8x8 rectangle
-    assert any("point" in w for w in one.warnings)
+    # a point is drawn as labelme draws it: a disc of radius 5 (PIL, outline included)
+    point = decode_rle(annotation_rle(one.annotations[5], 30, 40))
+    assert point.sum() == 97 and point[5, 5] and point[0, 5] and not point[0, 0]
     assert two.image_path is None and two.image_bytes is not None and two.name == "two.png"

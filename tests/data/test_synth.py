@@ -46,6 +46,9 @@ def test_synth_layout_and_cvat_quirks(demo_synth):
             assert isinstance(a["bbox"][0], float) and isinstance(a["area"], float)
             seg = a["segmentation"]
             kinds.add("polygon" if isinstance(seg, list) else ("rle-list" if isinstance(seg["counts"], list) else "rle-str"))
+            # brush masks are RLE marked crowd, as CVAT writes them (cvat-ai/cvat#7030)
+            assert a["iscrowd"] == (0 if isinstance(seg, list) else 1)
+            assert a["attributes"]["occluded"] in (True, False)
     assert "polygon" in kinds and kinds & {"rle-list", "rle-str"}
     stuff = json.loads((out / "stuff" / "panoptic.json").read_text())
     names = {c["id"]: c["name"] for c in stuff["categories"]}
@@ -91,6 +94,9 @@ def test_synth_prepare_end_to_end_pq_100(tmp_path, demo_synth):
                  "--stuff-truth", str(raw / "stuff" / "panoptic.json"), str(raw / "stuff" / "panoptic")])
     assert code == 0
     pans = check_prepared(ds)
+    # the brush masks (RLE, iscrowd 1 as CVAT writes them) became ordinary instances
+    assert not [s for p in pans.values() for a in p["annotations"] for s in a["segments_info"] if s["iscrowd"]]
+    assert "RLE mask(s) marked iscrowd 1 read as ordinary instances" in (ds / "prepare-report.txt").read_text()
     truth = json.loads((raw / "truth" / "panoptic.json").read_text())
     t_by_name = {a["file_name"]: a for a in truth["annotations"]}
     n_segments = 0

@@ -251,8 +251,10 @@ def test_cli_equals_api(checkpoint, model, images, tmp_path):
 
 
 def test_cli_user_errors(checkpoint, tmp_path, capsys):
-    assert main(["predict", str(checkpoint), str(tmp_path / "nothing-here"), "--out", str(tmp_path / "o"), "--quiet"]) == 1
-    assert "nothing-here" in capsys.readouterr().err
+    assert main(["predict", str(checkpoint), str(tmp_path / "nothing-here"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing-here" in err and "error: no image could be predicted (1 skipped)" in err
+    assert not (tmp_path / "o").exists()
     assert main(["predict", str(tmp_path / "missing.pth"), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert main(["predict", str(checkpoint), str(tmp_path), "--out", str(tmp_path / "o"), "--batch-size", "0"]) == 2
 

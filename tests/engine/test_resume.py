@@ -1,4 +1,5 @@
-"""Exact resumption: SIGKILL in the middle of an epoch, resume, same final weights."""
+"""Exact resumption: SIGKILL in the middle of an epoch (or before the first checkpoint), resume,
+same final weights and the same metrics.jsonl records; a finished run re-run changes nothing."""
 
 import json
 import os
@@ -22,7 +23,8 @@ SETTINGS = TINY_SETTINGS + [
     "data.scales=[48,64]",
     "data.crop_resize=[56,64]",
     "data.hflip=0.5",
-    "checkpoint_every=2",
+    "checkpoint_every=5",
+    "log_every=2",  # train records at steps 2, 4, 6; the checkpoint at 5 holds a half-full window
     "optim.lr_backbone=0",  # frozen backbone weights (BatchNorm statistics still move): smaller checkpoints
 ]
 
@@ -59,19 +61,27 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(data, tmp_path):
     with one_thread():
         train(tiny_config(data, ref, *SETTINGS[len(TINY_SETTINGS):], epochs=2, seed=3, data={"batch_size": 2, "workers": 0}))
 
-    # 3 steps per epoch; checkpoints at steps 2 and 4 (mid-epoch) and at epoch ends.
-    # The run is SIGKILLed as it starts step 5: it resumes from step 4, in epoch 2.
+    # 3 steps per epoch; checkpoints at step 5 (mid-epoch) and at epoch ends (3, 6).
+    # The run is SIGKILLed as it starts step 6: it resumes from step 5, in epoch 2, with the
+    # running sums of the step-6 train record (step 5) and of the epoch record (4, 5).
     out = tmp_path / "killed"
-    p = subprocess.run(_cmd(data, out, 1, "--kill-at-step", "5"), env=_env(), capture_output=True, text=True,
+    p = subprocess.run(_cmd(data, out, 1, "--kill-at-step", "6"), env=_env(), capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     ck = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 1, 4)
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 2, 5)
     assert not (out / "model_final.pth").exists()
+    # a kill during a checkpoint write leaves its temporary: the next start removes it
+    stale = out / ".checkpoint.pth.k1ll3d_x.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    other = out / ".notes.txt.k1ll3d_x.tmp"  # not a file of the run: kept
+    other.write_text("keep me")
 
     p = subprocess.run(_cmd(data, out, workers=1), env=_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "resume: epoch 2, step 4" in p.stdout
+    assert "resume: epoch 2, step 5" in p.stdout
+    assert not stale.exists() and other.exists()
+    assert "removed 1 temporary file(s) of an interrupted write" in p.stdout
 
     a = torch.load(ref / "model_final.pth", weights_only=True)["model"]
     b = torch.load(out / "model_final.pth", weights_only=True)["model"]
@@ -82,9 +92,53 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(data, tmp_path):
     ob = torch.load(out / "checkpoint.pth", weights_only=True)["optimizer"]["state"]
     assert all(torch.equal(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"]) for i in oa)
 
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()
-             if json.loads(l)["kind"] == "train"]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    records = _records(out)
+    assert [(r["kind"], r["step"]) for r in records] == [
+        ("train", 2), ("epoch", 3), ("train", 4), ("train", 6), ("epoch", 6), ("final", 6)]
+    assert records == _records(ref)  # same means, record for record (timings aside)
+
+
+TIMINGS = ("time", "images_per_s", "epoch_time")
+
+
+def _records(out):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS}
+            for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_kill_before_first_checkpoint_then_rerun_and_finished_rerun(data, tmp_path):
+    """A kill after the first records but before any checkpoint: the re-run starts over
+    without duplicates. Re-running the finished run changes nothing, and completes what a
+    kill after its last checkpoint left out (the final record)."""
+    from panoptic_detr.engine.train import train
+
+    out = tmp_path / "early"
+    p = subprocess.run(_cmd(data, out, 0, "--kill-at-step", "3"), env=_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert not (out / "checkpoint.pth").exists()
+    assert [r["step"] for r in _records(out)] == [2]
+    with one_thread():
+        cfg = tiny_config(data, out, *SETTINGS[len(TINY_SETTINGS):], epochs=2, seed=3,
+                          data={"batch_size": 2, "workers": 0})
+        train(cfg)
+    records = _records(out)
+    assert [(r["kind"], r["step"]) for r in records] == [
+        ("train", 2), ("epoch", 3), ("train", 4), ("train", 6), ("epoch", 6), ("final", 6)]
+
+    files = ("metrics.jsonl", "model_final.pth", "checkpoint.pth")
+    before = {name: (out / name).read_bytes() for name in files}
+    with one_thread():
+        summary = train(cfg)
+    assert summary["global_step"] == 6
+    assert {name: (out / name).read_bytes() for name in files} == before
+
+    # killed after its last checkpoint, before the final record (and a torn line): re-run
+    lines = before["metrics.jsonl"].decode().splitlines(keepends=True)
+    (out / "metrics.jsonl").write_text("".join(lines[:-1]) + '{"kind": "fin')
+    with one_thread():
+        train(cfg)
+    assert _records(out) == records
 
 
 def test_truncated_or_foreign_checkpoint_gives_clear_error(data, tmp_path):

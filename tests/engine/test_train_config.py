@@ -54,3 +54,45 @@ def test_lr_multipliers_make_their_own_optimizer_groups():
     assert group_lr("backbone", cfg.optim) == cfg.optim.lr_backbone
     with pytest.raises(ConfigError, match="unknown module group 'bbox'"):
         param_groups(model, 1e-4, 1e-5, 1e-4, {"bbox": 2})
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("optim:\n  lr: -1.0e-4\n", "optim.lr: must be >= 0.0, got -0.0001"),
+    ("optim:\n  lr: .nan\n", "optim.lr: expected a finite number, got nan"),
+    ("optim:\n  weight_decay: -0.01\n", "optim.weight_decay: must be >= 0.0, got -0.01"),
+    ("optim:\n  clip_max_norm: .nan\n", "optim.clip_max_norm: expected a finite number, got nan"),
+    ("loss:\n  dice: .nan\n", "loss.dice: expected a finite number, got nan"),
+    ("loss:\n  eos_coef: 1.5\n", "loss.eos_coef: must be in [0.0, 1.0], got 1.5"),
+    ("data:\n  hflip: .nan\n", "data.hflip: expected a finite number, got nan"),
+    ("data:\n  scales: [256, 0]\n", "data.scales[1]: must be >= 1, got 0"),
+    ("optim:\n  lr_mult: {bbox_attention: -2}\n", "optim.lr_mult.bbox_attention: must be >= 0.0, got -2.0"),
+    ("epochs: .inf\n", "epochs: expected int, got inf"),
+])
+def test_every_numeric_field_is_range_checked_naming_file_and_key(tmp_path, yaml_text, message):
+    """A typo'd or NaN value in a user's train YAML was accepted: a torch ValueError
+    traceback, or training that failed at step 1 naming neither file nor key."""
+    path = tmp_path / "my.yaml"
+    path.write_text("base: tiny\n" + yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_train_config(str(path))
+    assert str(e.value) == f"train config '{path}': {message}"
+
+
+def test_command_line_values_are_named_as_such():
+    with pytest.raises(ConfigError, match=r"^train config 'tiny' \(set on the command line\): optim.lr: must be >= 0.0"):
+        load_train_config("tiny", parse_overrides(["optim.lr=-1"]))
+    with pytest.raises(ConfigError, match=r"^train config 'tiny': optim.lr: expected a finite number, got nan$"):
+        load_train_config("tiny", parse_overrides(["optim.lr=nan"]))
+
+
+def test_train_with_a_bad_config_writes_nothing(tmp_path, capsys):
+    """Before: train_config.yaml was left behind by a run whose config was invalid."""
+    from panoptic_detr.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: tiny\noptim:\n  lr: .nan\n")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(out), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: train config '{bad}': optim.lr: expected a finite number, got nan\n"
+    assert not out.exists()

@@ -113,7 +113,7 @@ def test_unknown_split_and_foreign_categories(tmp_path):
         evaluate_model(StubPredictor(preds), root, split="test", progress=False)
     stub = StubPredictor(preds)
     stub.categories = CategoryList.from_json([{"id": 99, "name": "alien"}])
-    with pytest.raises(PanopticDetrError, match="does not have: 99 \\(alien\\)"):
+    with pytest.raises(PanopticDetrError, match="the model.s categories: predicted category .alien. \\(id 99\\) is not a category of"):
         evaluate_model(stub, root, progress=False)
 
 
@@ -251,3 +251,84 @@ def test_command_reports_a_bad_prediction_set(tmp_path, capsys):
     pred_json.write_text(json.dumps(pred))
     assert main(["evaluate", "--predictions", str(pred_json), str(pred_dir), "--ground-truth", str(gt_json), str(gt_dir), "--no-progress"]) == 2
     assert "no prediction for the image with id 2" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- predict -> evaluate
+def renumber_split(root: Path, start: int = 10000) -> None:
+    """Ids as `prepare` writes them (10000, 10001, ...), not the file stems."""
+    path = root / "annotations" / "panoptic_val.json"
+    data = json.loads(path.read_text())
+    for k, (img, ann) in enumerate(zip(data["images"], data["annotations"])):
+        img["id"] = ann["image_id"] = start + k
+    path.write_text(json.dumps(data))
+
+
+def test_predict_on_a_prepared_split_keeps_its_ids(tmp_path, tiny_model, capsys):
+    """predict -> evaluate on a real split failed: `predict` named images by file stem,
+    `prepare` numbers them from 10000 ("no prediction for the image with id 10000").
+    Images of a prepared split keep the split's ids, so evaluate pairs them by id."""
+    from panoptic_detr.model.checkpoint import save_model
+
+    root = write_tiny_dataset(tmp_path / "ds")
+    renumber_split(root)
+    ckpt = save_model(tmp_path / "tiny.pth", tiny_model, categories=tiny_model.categories)
+    out = tmp_path / "pred"
+    size = ["--short-side", "64", "--max-size", "96", "--threshold", "0"]
+    assert main(["predict", str(ckpt), str(root / "images" / "val"), "--out", str(out), "--quiet", *size]) == 0
+    preds = json.loads((out / "predictions.json").read_text())
+    assert [a["image_id"] for a in preds["annotations"]] == [10000, 10001]
+    capsys.readouterr()
+    gt = [str(root / "annotations" / "panoptic_val.json"), str(root / "panoptic" / "val")]
+    assert main(["evaluate", "--predictions", str(out / "predictions.json"), str(out / "panoptic"),
+                 "--ground-truth", *gt, "--no-progress"]) == 0
+    assert "2 image(s) matched to the predictions by image_id" in capsys.readouterr().err
+    # images copied elsewhere are named by stem; evaluate then pairs them by file name
+    other = tmp_path / "photos"
+    other.mkdir()
+    for p in (root / "images" / "val").iterdir():
+        (other / p.name).write_bytes(p.read_bytes())
+    assert main(["predict", str(ckpt), str(other), "--out", str(tmp_path / "p2"), "--quiet", *size]) == 0
+    assert main(["evaluate", "--predictions", str(tmp_path / "p2" / "predictions.json"), str(tmp_path / "p2" / "panoptic"),
+                 "--ground-truth", *gt, "--no-progress"]) == 0
+    assert "matched to the predictions by file name" in capsys.readouterr().err
+
+
+def test_predict_never_destroys_an_earlier_output(tmp_path, tiny_model, capsys, monkeypatch):
+    """`predict` wrote into an existing --out, replaced an earlier predictions.json even
+    when every input was bad, and created empty folders when nothing could be read. Now:
+    an error unless --overwrite, nothing created without a prediction, and while it runs
+    only a staging folder exists (what a killed run leaves)."""
+    from panoptic_detr.commands import predict as predict_cmd
+    from panoptic_detr.model.checkpoint import save_model
+
+    root = write_tiny_dataset(tmp_path / "ds")
+    ckpt = save_model(tmp_path / "tiny.pth", tiny_model, categories=tiny_model.categories)
+    images = str(root / "images" / "val")
+    out = tmp_path / "pred"
+    size = ["--short-side", "64", "--max-size", "96", "--quiet"]
+    assert main(["predict", str(ckpt), images, "--out", str(out), *size]) == 0
+    before = (out / "predictions.json").read_bytes()
+    assert main(["predict", str(ckpt), images, "--out", str(out), *size]) == 2
+    assert "error: " + str(out) + ": output exists; pass --overwrite to replace it" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"not an image")
+    assert main(["predict", str(ckpt), str(bad), "--out", str(out), "--overwrite", *size]) == 2
+    assert "error: no image could be predicted (1 skipped)" in capsys.readouterr().err
+    assert (out / "predictions.json").read_bytes() == before  # the earlier output is intact
+    assert main(["predict", str(ckpt), str(bad), "--out", str(tmp_path / "new"), *size]) == 2
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ds", "pred", "tiny.pth"]  # no staging left
+
+    seen = []
+    real = predict_cmd.PredictionsFolder.add
+
+    def spy(self, *a, **k):  # what a kill at this moment would leave
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(predict_cmd.PredictionsFolder, "add", spy)
+    assert main(["predict", str(ckpt), images, "--out", str(tmp_path / "fresh"), *size]) == 0
+    assert seen and all("fresh" not in names and any(n.startswith(".fresh.") and n.endswith(".partial")
+                                                     for n in names) for names in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ds", "fresh", "pred", "tiny.pth"]

@@ -360,7 +360,8 @@ def test_categories_argument_and_bogus_gt_area(small_set):
     assert a == b
     things_only = [c for c in synth.CATEGORIES if c["isthing"]]
     gt_things = dict(gt, annotations=[dict(a, segments_info=[s for s in a["segments_info"] if s["category_id"] in synth.THINGS]) for a in gt["annotations"]])
-    with pytest.raises(PanopticDetrError, match="unknown category_id"):
+    # the predictions' stuff classes are not among the categories scored: named
+    with pytest.raises(PanopticDetrError, match="predicted category 'stuff1[0-3]' .id 1[0-3]. is not a category of"):
         pq_compute(gt_things, gt_dir, pred, pred_dir, categories=things_only, check_gt=False)
     seg = next(s for s in gt["annotations"][0]["segments_info"] if s["category_id"] in synth.STUFF)
     seg["area"] = 0

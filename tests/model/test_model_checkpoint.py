@@ -247,7 +247,7 @@ def test_init_from_checkpoint_and_load_model_give_the_same_weights(tmp_path, kin
     assert_same_weights(model.eval(), loaded)
     sd, src_sd = loaded.state_dict(), src.state_dict()
     if kind == "detection-safetensors":
-        assert logs == [f"init: weights from {path}; class head adapted 4 -> 4 classes (2 carried over by name); "
+        assert logs == [f"init: weights from {path}; class head adapted 4 -> 4 classes (2 carried over by name, 1 fresh); "
                         "mask head starts fresh"]
         assert torch.equal(sd["detr.class_embed.weight"][1], src_sd["class_embed.weight"][2])  # brick
         assert torch.equal(sd["detr.class_embed.weight"][3], src_sd["class_embed.weight"][1])  # pipe
@@ -256,3 +256,26 @@ def test_init_from_checkpoint_and_load_model_give_the_same_weights(tmp_path, kin
     else:
         assert logs == [f"init: weights from {path}; class head kept (4 classes)"]
         assert_same_weights(loaded, src)
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path):
+    """A mistyped path pointing at some other binary (an image, a zip part, random
+    bytes) was refused as "needs arbitrary unpickling", as if it were a dangerous
+    pickle: it is simply not a checkpoint."""
+    import random
+
+    rng = random.Random(0)
+    for i in range(5):
+        p = tmp_path / f"random{i}.pth"
+        p.write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
+        if p.read_bytes()[:1] == b"\x80":
+            continue
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(p)
+        assert str(e.value) == f"{p}: not a checkpoint (neither a PyTorch file nor safetensors: unrecognised file format)"
+    import argparse
+
+    pickled = tmp_path / "object.pth"
+    torch.save({"parser": argparse.ArgumentParser}, pickled)  # a real pickle of a class: still refused as such
+    with pytest.raises(CheckpointError, match="needs arbitrary unpickling .it refers to argparse.ArgumentParser"):
+        load_checkpoint(pickled)

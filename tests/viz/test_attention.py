@@ -91,3 +91,29 @@ def test_decoder_figure_one_panel_per_object():
 def test_grid_extent_default_stretches_over_the_image():
     assert grid_extent((100, 200), (4, 8)) == (0.0, 200.0, 100.0, 0.0)
     assert grid_extent((100, 200), (4, 8), (32.0, 32.0)) == (0.0, 256.0, 128.0, 0.0)
+
+
+def test_decoder_figure_shows_every_query_above_the_threshold_and_marks_duplicates():
+    """Figure 2 once showed 12 of 16 detected objects under a caption saying "every": now
+    all of them, with the ones --dedup dropped marked."""
+    import dataclasses
+
+    import torch
+
+    from explain_support import explanation
+    from panoptic_detr.engine.explain_states import QueryStates
+    from panoptic_detr.viz.explain_figures import captions, render_figures
+
+    e = explanation()
+    Q = e.num_queries
+    state = ["kept"] * 16 + ["threshold"] * (Q - 16)
+    state[3] = "duplicate"
+    many = dataclasses.replace(e, keep=torch.arange(16), mask_attention=None, panoptic=None,
+                               states=QueryStates(state, [0] * Q, [False] * Q))
+    figs = render_figures(many, points=[(10.0, 10.0)])
+    panels = [t for t in titles(figs["decoder"]) if t.startswith("query ")]
+    assert len(panels) == 16
+    assert any("all 16 queries above the threshold" in t for t in titles(figs["decoder"]))
+    assert [t for t in panels if "dropped by --dedup" in t] == [next(t for t in panels if t.startswith("query 3:"))]
+    caption = captions(many)["decoder"][2]
+    assert "all 16 queries" in caption and "Query 3 was dropped as a duplicate by --dedup" in caption

@@ -63,3 +63,16 @@ def test_diagram_figure_names_every_stage():
     det = network_diagram_figure(network_shapes(ModelConfig(), (480, 640)))
     texts = " | ".join(x.get_text() for x in det.get_axes()[0].texts)
     assert "FPN" not in texts and "decoder x6" in texts
+
+
+def test_diagram_states_the_batch_norm_and_counts_named_classes():
+    def texts(cfg, named=None):
+        fig = network_diagram_figure(network_shapes(cfg, (256, 320), named_classes=named))
+        return " | ".join(x.get_text() for x in fig.get_axes()[0].texts)
+
+    official = texts(ModelConfig(masks=True, num_classes=250), named=133)
+    assert "(frozen BatchNorm)" in official and "133 classes (250 slots) + no-object" in official
+    ours = texts(ModelConfig(masks=True, num_classes=6, frozen_bn=False), named=5)  # ids 1..5, index 0 unused
+    assert "(trainable BatchNorm)" in ours and "frozen" not in ours
+    assert "5 classes (6 slots) + no-object" in ours and "6 classes" not in ours
+    assert "6 class slots + no-object" in texts(ModelConfig(masks=True, num_classes=6))  # categories unknown

@@ -30,12 +30,14 @@ def workspace(tmp_path_factory):
 def test_explain_writes_all_figures_and_an_offline_page(workspace, capsys):
     root, ckpt, images = workspace
     out = root / "out"
+    assert main(["explain-queries", str(ckpt), str(images), "--out", str(root / "qb"), "--short-side", "96",
+                 "--quiet", "--dpi", "30"]) == 0
     code = main(["explain", str(ckpt), str(images / "a.png"), "--out", str(out), "--threshold", str(THRESHOLD),
                  "--short-side", str(SHORT_SIDE), "--queries", "8", "--points", "20,20", "150,100", "--dpi", "40",
-                 "--max-images", "3"])
+                 "--max-images", "3", "--explorer-query-boxes", str(root / "qb")])
     assert code == 0, capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([f for f, _, _ in FIGURES.values()] + ["index.html"])
+    assert names == sorted([f for f, _, _ in FIGURES.values()] + ["index.html", "explorer.html"])
     for f, _, _ in FIGURES.values():
         with Image.open(out / f) as im:
             assert im.format == "PNG" and min(im.size) > 150
@@ -49,9 +51,17 @@ def test_explain_writes_all_figures_and_an_offline_page(workspace, capsys):
         assert heading in page
     for q in FIRING:  # the detected objects are listed
         assert f"<td>{q}</td>" in page
+    assert 'href="explorer.html"' in page
+    explorer = (out / "explorer.html").read_text(encoding="utf-8")
+    assert "http://" not in explorer and "https://" not in explorer
+    for f, _, _ in FIGURES.values():  # the explorer links the static figures
+        assert f'href="{f}"' in explorer
+    assert "over 2 image(s) (explain-queries output" in explorer  # the slots over explain-queries' images
+    captured = capsys.readouterr()
+    assert "explorer.html" in captured.err and "error <= 1/510" in captured.err  # its size report
     # the query figure used both images of the folder plus crops of the image
     assert "plus 1 crop of this image" in page
-    assert capsys.readouterr().out.strip().endswith("index.html")
+    assert captured.out.strip().endswith("index.html")
 
 
 def test_explain_refuses_bad_input(workspace, capsys):
@@ -68,6 +78,12 @@ def test_explain_refuses_bad_input(workspace, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--overwrite" in err and "Traceback" not in err
     assert main(["explain", str(ckpt), str(root / "missing.png"), "--out", str(root / "bad3")]) == 2
+    capsys.readouterr()
+    assert main(base + ["--out", str(root / "bad4"), "--explorer-query-boxes", str(images)]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "query_boxes.npz" in last and "Traceback" not in err
+    assert not (root / "bad4").exists()
 
 
 def test_explain_queries_over_a_folder(workspace, capsys):

@@ -6,7 +6,7 @@ import pytest
 from explain_support import FIRING, SHORT_SIDE, explanation, shared_model, scene, titles
 from panoptic_detr.engine.explain import crops_for_queries, query_boxes
 from panoptic_detr.viz.figures import query_grid_shape
-from panoptic_detr.viz.queries import active_queries_figure, box_size_colors, query_boxes_figure
+from panoptic_detr.viz.queries import BLUE, GREEN, RED, active_queries_figure, box_size_colors, query_boxes_figure
 
 
 def test_box_size_colours():
@@ -47,8 +47,13 @@ def test_query_boxes_figure_panels():
     ax0 = fig.get_axes()[0]
     assert "image height" in ax0.get_ylabel()
     assert len(ax0.collections[0].get_offsets()) == 30
-    legend = fig.legends[0]
-    assert [t.get_text() for t in legend.get_texts()] == ["small box", "large, horizontal box", "large, vertical box"]
+    # the colour key shows the blends the dots have, drawn by the same function
+    key = fig.get_axes()[-1].images[0].get_array()
+    assert np.allclose(key[:, 0], GREEN) and np.allclose(key[-1, -1], RED) and np.allclose(key[0, -1], BLUE)
+    pure = np.stack([GREEN, RED, BLUE])
+    mid = key[key.shape[0] // 2, key.shape[1] // 3]
+    assert np.abs(pure - mid).sum(1).min() > 0.2  # a blend, not one of the three pure colours
+    assert "box size" in fig.get_axes()[-1].get_xlabel()
     with pytest.raises(ValueError):
         query_boxes_figure(boxes[0], 3)
     # low-confidence boxes can be dropped
@@ -79,3 +84,35 @@ def test_active_queries_figure():
     texts = [t.get_text() for t in grid_ax.texts]
     for q in FIRING:
         assert f"{q}\n{e.categories.name_of(FIRING[q])}" in texts
+
+
+def test_active_queries_labels_stay_inside_and_apart():
+    """Boxes reaching past the image and piled on one spot: every tag lies inside the
+    image axes, no two overlap, and the duplicates --dedup dropped are marked."""
+    from matplotlib.transforms import Bbox
+
+    e = explanation()
+    H, W = e.original_size
+    fired = [{"query": q, "category_id": 1 + q % 2, "score": 0.9 - q / 100, "state": "duplicate" if q in (7, 11) else "kept",
+              "box": [W * 0.6 + q, -20.0 + q, W + 40.0, H * 0.5 + q]} for q in range(2, 14)]
+    fig = active_queries_figure(e.image, e.num_queries, fired, e.categories, e.object_scores.numpy(), e.threshold)
+    renderer = fig.canvas.get_renderer()
+    ax_img = fig.get_axes()[1]
+    frame = ax_img.get_window_extent(renderer)
+    tags = [t for t in ax_img.texts if t.get_text().startswith("q")]
+    assert len(tags) == len(fired)
+    fig.canvas.draw()  # patches are sized on draw
+    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in tags]
+    for b in boxes:
+        assert frame.x0 - 1 <= b.x0 and b.x1 <= frame.x1 + 1 and frame.y0 - 1 <= b.y0 and b.y1 <= frame.y1 + 1
+    for i in range(len(boxes)):
+        for j in range(i):
+            inter = Bbox.intersection(boxes[i], boxes[j])
+            assert inter is None or inter.width * inter.height < 4, (tags[i].get_text(), tags[j].get_text())
+    assert sum(" dup" in t.get_text() for t in tags) == 2
+    assert any("2 dropped by --dedup" in s and "7, 11" in s for s in titles(fig))
+    hatched = [p for p in fig.get_axes()[0].patches if p.get_hatch()]
+    assert len(hatched) == 2
+    for p in ax_img.patches:  # the boxes are clipped to the image
+        x, y = p.get_xy()
+        assert 0 <= x and 0 <= y and x + p.get_width() <= W + 1e-9 and y + p.get_height() <= H + 1e-9

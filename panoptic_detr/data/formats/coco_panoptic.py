@@ -194,11 +194,16 @@ def read_coco_panoptic(json_path: str | os.PathLike) -> PanopticSet:
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or "id" not in c or "name" not in c:
             raise DataError(f"{json_path}: category #{i} needs 'id' and 'name'")
-        categories[int(c["id"])] = c
+        try:
+            categories[int(c["id"])] = c
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{json_path}: category #{i} has a non-integer id {c['id']!r}") from None
     images: dict = {}
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise DataError(f"{json_path}: image #{i} needs 'id' and 'file_name'")
+        if isinstance(im["id"], (list, dict)):
+            raise DataError(f"{json_path}: image #{i} has an id that is not a number or a string")
         images[im["id"]] = im
     out: list[PanopticImage] = []
     seen: set = set()
@@ -206,7 +211,7 @@ def read_coco_panoptic(json_path: str | os.PathLike) -> PanopticSet:
         if not isinstance(ann, dict) or "image_id" not in ann or "file_name" not in ann:
             raise DataError(f"{json_path}: annotation #{i} needs 'image_id' and 'file_name'")
         image_id = ann["image_id"]
-        im = images.get(image_id)
+        im = images.get(image_id) if not isinstance(image_id, (list, dict)) else None
         if im is None:
             raise DataError(f"{json_path}: annotation {ann['file_name']} names unknown image id {image_id!r}")
         if image_id in seen:
@@ -222,8 +227,9 @@ def read_coco_panoptic(json_path: str | os.PathLike) -> PanopticSet:
             try:
                 sid = int(s["id"])
                 int(s["category_id"])
-            except (TypeError, ValueError):
-                raise DataError(f"{json_path}: image id {image_id!r}: segment #{j} has a non-integer id or category_id") from None
+            except (TypeError, ValueError, OverflowError):
+                raise DataError(f"{json_path}: image id {image_id!r}: segment #{j} has a non-integer id or category_id "
+                                f"({s['id']!r}, {s['category_id']!r})") from None
             if s["category_id"] not in categories:
                 raise DataError(
                     f"{json_path}: image id {image_id!r} segment {sid}: unknown category_id {s['category_id']!r}"
@@ -247,7 +253,7 @@ def read_coco_panoptic(json_path: str | os.PathLike) -> PanopticSet:
 def _int_or_none(v):
     try:
         return int(v) if v is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

@@ -30,13 +30,25 @@ class Annotation:
     """One annotated object. `kind` says what `data` holds:
     `polygons` (list of flat [x1, y1, x2, y2, ...] lists), `rle` (a COCO RLE dict,
     `counts` a list = uncompressed or a str/bytes = compressed), `box` ([x, y, w, h],
-    filled as a rectangle)."""
+    filled as a rectangle), `shape` (a labelme shape drawn as labelme draws it:
+    `{"type": circle|line|linestrip|point|mask, "points": [(x, y), ...], "mask": bool
+    array or None}`, see `formats.labelme.shape_mask`).
+
+    `role`: "object" (an instance of its label's class), "void" (its pixels become VOID,
+    labelme's `__ignore__`) or "background" (its pixels go back to the stuff below,
+    labelme's `_background_`); void and background regions are painted in file order
+    among the things, as labelme paints its shapes. `instance`: annotations of one image
+    with the same non-None key are one segment (labelme shapes sharing a label and a
+    `group_id`), each painted at its own place in the file order.
+    """
 
     ann_id: object
     label: str
     kind: str
     data: object
     iscrowd: int = 0
+    role: str = "object"
+    instance: object = None
 
 
 @dataclass
@@ -101,12 +113,21 @@ def _cross(p, q, axis, bound):
     return (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]))
 
 
+def _far_outside(arr: np.ndarray, w: int, h: int) -> bool:
+    """Whether a flat polygon reaches further than one image size beyond the image: such
+    coordinates go to pycocotools clipped (its rasteriser walks every boundary pixel, so a
+    polygon 1e9 pixels wide would take gigabytes)."""
+    xs, ys = arr[0::2], arr[1::2]
+    return bool(xs.min() < -w or ys.min() < -h or xs.max() > 2 * w or ys.max() > 2 * h)
+
+
 def check_geometry(ann: Annotation, h: int, w: int) -> tuple[list[str], list[str]]:
     """(errors, warnings) for one annotation on an h x w image, as message tails.
 
-    Errors: polygon with fewer than 3 points, odd or non-numeric coordinates, RLE of
-    another size or with counts not summing to h*w, malformed data. Warnings: polygon parts
-    outside the image (clipped), zero-area polygons (dropped).
+    Errors: polygon with fewer than 3 points, odd or non-numeric (NaN, infinite)
+    coordinates, RLE of another size or with counts not summing to h*w, a bbox with a
+    non-finite coordinate or a negative width/height, malformed data. Warnings: polygon
+    parts outside the image (clipped), zero-area polygons and boxes (dropped).
     """
     errors: list[str] = []
     warns: list[str] = []
@@ -144,7 +165,7 @@ def check_geometry(ann: Annotation, h: int, w: int) -> tuple[list[str], list[str
                 continue
             if outside:
                 warns.append(f"{pid}: polygon extends outside the {w}x{h} image; clipped")
-            kept.append(p)
+            kept.append(clip_polygon(arr, w, h).ravel().tolist() if _far_outside(arr, w, h) else p)
         if not errors:
             ann.data = kept
     elif ann.kind == "rle":
@@ -153,15 +174,20 @@ def check_geometry(ann: Annotation, h: int, w: int) -> tuple[list[str], list[str
             return [f"{aid}: RLE segmentation needs 'size' and 'counts'"], warns
         try:
             rh, rw = (int(v) for v in rle["size"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return [f"{aid}: RLE 'size' must be [height, width]"], warns
         if (rh, rw) != (h, w):
             errors.append(f"{aid}: RLE size {rw}x{rh} differs from the image size {w}x{h}")
         elif isinstance(rle["counts"], list):
             try:
-                total = int(np.sum(np.asarray(rle["counts"], dtype=np.int64)))
+                counts = np.asarray(rle["counts"], dtype=np.float64)
             except (TypeError, ValueError):
                 return [f"{aid}: RLE counts are not integers"], warns
+            if counts.ndim != 1 or not np.isfinite(counts).all() or (counts != np.round(counts)).any():
+                return [f"{aid}: RLE counts are not integers"], warns
+            if (counts < 0).any():
+                return [f"{aid}: RLE counts are negative"], warns
+            total = int(counts.sum())
             if total != h * w:
                 errors.append(f"{aid}: RLE counts sum to {total}, not {h}*{w} = {h * w}")
         elif not isinstance(rle["counts"], (str, bytes)):
@@ -169,14 +195,34 @@ def check_geometry(ann: Annotation, h: int, w: int) -> tuple[list[str], list[str
     elif ann.kind == "box":
         try:
             x, y, bw, bh = (float(v) for v in ann.data)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return [f"{aid}: bbox must be [x, y, w, h]"], warns
-        if bw <= 0 or bh <= 0 or _clip_area([x, y, x + bw, y, x + bw, y + bh, x, y + bh], w, h) <= 0:
+        if not all(np.isfinite([x, y, bw, bh])):
+            return [f"{aid}: bbox {_fmt(ann.data)} has a non-finite coordinate"], warns
+        if bw < 0 or bh < 0:
+            return [f"{aid}: bbox {_fmt(ann.data)} has a negative width or height"], warns
+        box = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
+        if bw == 0 or bh == 0 or _clip_area(box, w, h) <= 0:
             warns.append(f"{aid}: box has zero area inside the image; dropped")
             ann.data = None
+        elif _far_outside(np.asarray(box), w, h):
+            ann.data = _clipped_box(x, y, bw, bh, w, h)
+    elif ann.kind == "shape":
+        from panoptic_detr.data.formats.labelme import check_shape
+
+        errors += [f"{aid}: {e}" for e in check_shape(ann.data, h, w)]
     else:
         errors.append(f"{aid}: unsupported segmentation kind {ann.kind!r}")
     return errors, warns
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+def _clipped_box(x: float, y: float, bw: float, bh: float, w: int, h: int) -> list[float]:
+    x0, y0 = max(x, -1.0), max(y, -1.0)
+    return [x0, y0, min(x + bw, w + 1.0) - x0, min(y + bh, h + 1.0) - y0]
 
 
 def annotation_rle(ann: Annotation, h: int, w: int):
@@ -198,6 +244,11 @@ def annotation_rle(ann: Annotation, h: int, w: int):
             return None
         x, y, bw, bh = (float(v) for v in ann.data)
         return mask_utils.frPyObjects([[x, y, x + bw, y, x + bw, y + bh, x, y + bh]], h, w)[0]
+    if ann.kind == "shape":
+        from panoptic_detr.data.formats.labelme import shape_mask
+
+        m = shape_mask(ann.data, h, w)
+        return encode_mask(m) if m.any() else None
     raise ValueError(ann.kind)
 
 

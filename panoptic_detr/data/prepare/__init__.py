@@ -29,16 +29,21 @@ How each image's id map is made:
    whose class is stuff (e.g. COCO things folded into `misc`), then things. Things always
    win over stuff; among overlapping things the later annotation wins (for CVAT exports
    annotated front-to-back this is the usual z-order; a thing hidden entirely is dropped
-   with a warning). Crowd annotations (`iscrowd: 1`) become crowd segments.
+   with a warning). Crowd annotations (`iscrowd: 1`) become crowd segments, except the
+   RLE masks of CVAT exports, which CVAT always marks crowd (`crowd` option, see
+   `formats.coco_instances`). labelme's `__ignore__` regions are painted VOID and its
+   `_background_` shapes show the stuff again, in file order among the things.
 3. Everything else is VOID (0).
 
 Image ids are 1..N over the whole dataset in file-name order. The train/val split is
 deterministic for (inputs, seed, val ratio) and stratified: every thing class with at
 least 2 images has one in val, then val is filled towards `val_ratio` keeping per-class
 proportions (images without things count as one more class) and at least one train
-image per class.
+image per class. `val_ratio=1.0` puts every image in val (an evaluation-only set); an
+empty split that the ratio did not ask for is a warning.
 
-Bad input: every problem is one line naming the file and the item. By default the first
+Bad input: every problem is one line naming the file and the item (every image is
+decoded once while validating, so a truncated file is reported as a missing one is). By default the first
 problem stops the run (exit 2 at the CLI) before anything is written; `check=True` lists
 every problem and writes nothing; `skip_bad=True` drops the bad images (whole images, so
 no unlabelled object is left in a kept one) and lists them in `prepare-report.txt`. The

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from panoptic_detr.data.class_map import ClassMap
+from panoptic_detr.data.formats.coco_instances import CROWD_MODES
 from panoptic_detr.errors import DataError, PanopticDetrError
 
 __all__ = ["PrepareOptions", "PrepareSummary", "Teacher"]
@@ -29,6 +30,11 @@ class PrepareOptions:
         itself is passed to `prepare` (data/ builds no model).
     check: validate everything (PNG ids included), write nothing; problems are returned
         (`summary.problems`), never raised.
+    val_ratio: fraction of images in val, in [0, 1]; 1.0 prepares an evaluation-only set
+        (every image in val).
+    crowd: what `iscrowd: 1` annotations of COCO-instances inputs become: "auto" (RLE
+        masks of CVAT exports are read as instances, CVAT marks every brush mask crowd;
+        other crowds stay), "keep", "instances" (see `formats.coco_instances`).
     """
 
     class_map: str | os.PathLike | ClassMap
@@ -41,11 +47,13 @@ class PrepareOptions:
     teacher_mask_things: bool = False
     val_ratio: float = 0.2
     seed: int = 0
+    crowd: str = "auto"
     check: bool = False
     skip_bad: bool = False
     overwrite: bool = False
     progress: bool = True
     compress_level: int = 1
+    workers: int = 1  # processes decoding, building and writing images (the output does not depend on it)
     max_logged_warnings: int = 20
 
     def panoptic_inputs(self) -> list[tuple]:
@@ -64,8 +72,12 @@ class PrepareOptions:
             raise DataError("--stuff-truth takes JSON PNG_DIR")
         if not (self.things or self.labelme or self.coco_panoptic):
             raise DataError("nothing to prepare: give --things, --labelme and/or --coco-panoptic")
-        if not 0.0 <= float(self.val_ratio) < 1.0:
-            raise DataError(f"--val-ratio must be in [0, 1), got {self.val_ratio}")
+        if not 0.0 <= float(self.val_ratio) <= 1.0:
+            raise DataError(f"--val-ratio must be in [0, 1] (1.0: every image in val), got {self.val_ratio}")
+        if int(self.workers) < 1:
+            raise DataError(f"--workers must be at least 1, got {self.workers}")
+        if self.crowd not in CROWD_MODES:
+            raise DataError(f"--crowd must be one of {', '.join(CROWD_MODES)}, got {self.crowd!r}")
         if self.out is not None and not self.check and Path(self.out).exists() and not self.overwrite:
             raise PanopticDetrError(f"{self.out}: output exists; pass --overwrite to replace it")
         if self.out is None and not self.check:

@@ -12,11 +12,11 @@ from panoptic_detr.data.class_map import ClassMap
 from panoptic_detr.data.formats.panoptic_sources import read_checked_png
 from panoptic_detr.data.prepare.item import Item
 from panoptic_detr.data.prepare.options import PrepareOptions, PrepareSummary, Teacher
-from panoptic_detr.data.prepare.paint import build_id_map
+from panoptic_detr.data.prepare.parallel import build_results, read_headers
 from panoptic_detr.data.prepare.read import read_inputs
 from panoptic_detr.data.prepare.split import stratified_split
 from panoptic_detr.data.prepare.stuff import StuffLabeller, StuffTruth
-from panoptic_detr.data.prepare.validate import validate_sources
+from panoptic_detr.data.prepare.validate import stuff_group_warnings, validate_sources
 from panoptic_detr.data.prepare.write import (
     REPORT_NAME,
     DatasetWriter,
@@ -48,9 +48,11 @@ def prepare(options: PrepareOptions, teacher: Teacher | None = None, log: Log | 
     o.validate(has_teacher=teacher is not None)
     summary = PrepareSummary(out=str(o.out) if o.out is not None else None, checked=o.check, num_categories=len(cats))
 
-    sources, problems, inputs = read_inputs(o, cmap)
-    items, bad, warnings = validate_sources(sources, cmap, cats)
+    sources, problems, warnings, inputs = read_inputs(o, cmap)
+    header = read_headers(sources, o.workers, o.progress)  # decoded in `workers` processes
+    items, bad, checked = validate_sources(sources, cmap, cats, progress=o.progress, header=header)
     problems += bad
+    warnings += checked
     truth = None
     if o.stuff_truth is not None:
         try:
@@ -59,6 +61,8 @@ def prepare(options: PrepareOptions, teacher: Teacher | None = None, log: Log | 
             problems.append(str(e))
         if truth is not None:
             inputs.append(truth.match(items))
+    warnings += stuff_group_warnings(cmap, sources, truth.names if truth is not None else None,
+                                     truth.source if truth is not None else None)
     good = [it for it in items if not it.bad]
     if o.check:
         return _check_only(o, len(items), good, truth, problems, warnings, summary, log, t0)
@@ -81,6 +85,7 @@ def prepare(options: PrepareOptions, teacher: Teacher | None = None, log: Log | 
     with atomic_dir(o.out, overwrite=o.overwrite) as tmp:
         writer = DatasetWriter(tmp, cats, o.compress_level)
         modes = _build_all(o, good, labeller, writer, problems, skipped, warnings)
+        warnings += _empty_split_warnings(o, writer.counts)
         writer.finish(cmap)
         described = dataset_description(o, cmap, cats, inputs, teacher is not None, modes, writer, len(skipped),
                                         len(warnings))
@@ -100,6 +105,19 @@ def prepare(options: PrepareOptions, teacher: Teacher | None = None, log: Log | 
     return summary
 
 
+def _empty_split_warnings(o: PrepareOptions, counts: dict) -> list[str]:
+    """A warning for each split left empty that the val ratio did not ask to be empty."""
+    n = sum(counts.values())
+    out = []
+    if counts.get("val", 0) == 0 and o.val_ratio > 0:
+        out.append(f"{o.out}: the val split is empty ({n} image(s) in all, --val-ratio {o.val_ratio}): evaluate has "
+                   "nothing to score; prepare more images, or an evaluation-only set with --val-ratio 1.0")
+    if counts.get("train", 0) == 0 and o.val_ratio < 1:
+        out.append(f"{o.out}: the train split is empty ({n} image(s) in all, --val-ratio {o.val_ratio}): "
+                   "train has nothing to learn from")
+    return out
+
+
 def _split(good: list[Item], val_ratio: float, seed: int) -> None:
     """Image ids 1..N in file-name order, and each image's split."""
     good.sort(key=lambda it: it.name)
@@ -115,19 +133,18 @@ def _build_all(o: PrepareOptions, good: list[Item], labeller: StuffLabeller, wri
     """Build and write every image; with `skip_bad`, one that fails here is skipped.
     Returns how many images took their stuff from each source."""
     modes: Counter = Counter()
-    for it in _progress(good, o.progress, "prepare"):
-        try:
-            mode = labeller.mode(it)
-            id_map, segs, hidden = build_id_map(it, mode, labeller, labeller.cats)
-        except PanopticDetrError as e:
+    # built and written in `o.workers` processes; recorded here in image order
+    for it, result in zip(good, build_results(good, labeller, writer, o.workers, o.progress)):
+        if isinstance(result, PanopticDetrError):
             if not o.skip_bad:
-                raise
-            problems.append(str(e))
+                raise result
+            problems.append(str(result))
             skipped.append(it.name)
             continue
+        mode, hidden, entries = result
         warnings += hidden
         modes[mode] += 1
-        writer.add(it, id_map, segs)
+        writer.record(it, entries)
     if not any(writer.counts.values()):
         raise DataError("no usable images to prepare (all skipped as bad)")
     return modes

@@ -1,8 +1,8 @@
 """Stage 1, read: every input, by its kind, into `SourceImage`s (no pixels decoded).
 
-`READERS` maps an input kind to its reader, `reader(spec, class_map) -> (images,
-problems, description)`; the description (or None when nothing could be read) goes to
-dataset.yaml's `inputs`. A new input format is one more entry.
+`READERS` maps an input kind to its reader, `reader(spec, class_map, options) -> (images,
+problems, warnings, description)`; the description (or None when nothing could be read)
+goes to dataset.yaml's `inputs`. A new input format is one more entry.
 """
 
 from __future__ import annotations
@@ -19,28 +19,32 @@ from panoptic_detr.errors import PanopticDetrError
 
 __all__ = ["READERS", "read_inputs"]
 
-Reader = Callable[[object, ClassMap], "tuple[list[SourceImage], list[str], dict | None]"]
+Reader = Callable[[object, ClassMap, PrepareOptions], "tuple[list[SourceImage], list[str], list[str], dict | None]"]
 
 
-def _read_coco_instances(path, cmap: ClassMap):
-    imgs, probs = read_things(path, cmap)
-    return imgs, probs, {"kind": "coco-instances", "path": str(path), "images": len(imgs)}
+def _read_coco_instances(path, cmap: ClassMap, options: PrepareOptions):
+    warns: list[str] = []
+    imgs, probs = read_things(path, cmap, crowd=options.crowd, warnings=warns)
+    desc = {"kind": "coco-instances", "path": str(path), "images": len(imgs)}
+    if warns:
+        desc["crowd"] = options.crowd
+    return imgs, probs, warns, desc
 
 
-def _read_labelme(path, cmap: ClassMap):
+def _read_labelme(path, cmap: ClassMap, options: PrepareOptions):
     imgs, probs = read_labelme_dir(path)
-    return imgs, probs, {"kind": "labelme", "path": str(path), "images": len(imgs)}
+    return imgs, probs, [], {"kind": "labelme", "path": str(path), "images": len(imgs)}
 
 
-def _read_coco_panoptic(spec, cmap: ClassMap):
+def _read_coco_panoptic(spec, cmap: ClassMap, options: PrepareOptions):
     js, png_dir, img_dir = spec
     try:
         imgs = read_panoptic_sources(js, png_dir, img_dir)
     except PanopticDetrError as e:
-        return [], [str(e)], None
+        return [], [str(e)], [], None
     desc = {"kind": "coco-panoptic", "path": str(js), "png_dir": str(png_dir), "image_dir": str(img_dir),
             "images": len(imgs)}
-    return imgs, [], desc
+    return imgs, [], [], desc
 
 
 READERS: dict[str, Reader] = {
@@ -50,18 +54,21 @@ READERS: dict[str, Reader] = {
 }
 
 
-def read_inputs(options: PrepareOptions, cmap: ClassMap) -> tuple[list[SourceImage], list[str], list[dict]]:
-    """(images, problems, input descriptions) of every input, in the order of the options."""
+def read_inputs(options: PrepareOptions, cmap: ClassMap
+                ) -> tuple[list[SourceImage], list[str], list[str], list[dict]]:
+    """(images, problems, warnings, input descriptions) of every input, in the order of the options."""
     inputs = [("coco-instances", options.things), ("labelme", options.labelme),
               ("coco-panoptic", options.panoptic_inputs())]
     sources: list[SourceImage] = []
     problems: list[str] = []
+    warnings: list[str] = []
     described: list[dict] = []
     for kind, specs in inputs:
         for spec in specs:
-            imgs, probs, desc = READERS[kind](spec, cmap)
+            imgs, probs, warns, desc = READERS[kind](spec, cmap, options)
             sources += imgs
             problems += probs
+            warnings += warns
             if desc is not None:
                 described.append(desc)
-    return sources, problems, described
+    return sources, problems, warnings, described

@@ -15,9 +15,12 @@ def stratified_split(
     """'train' / 'val' per name: deterministic for (names, classes, ratio, seed), whatever
     the input order. Every class with >= 2 images gets one in val (rarest classes first);
     then val is filled to round(n * val_ratio) images, per-class quotas first, keeping at
-    least one train image per class whenever possible. `val_ratio` is in [0, 1)
-    (`PrepareOptions.validate` checks the user's value)."""
+    least one train image per class whenever possible. `val_ratio` is in [0, 1]
+    (`PrepareOptions.validate` checks the user's value); 1.0 puts every image in val (an
+    evaluation-only set)."""
     n = len(names)
+    if val_ratio >= 1.0:
+        return ["val"] * n
     splits = ["train"] * n
     if n < 2 or val_ratio <= 0:
         return splits

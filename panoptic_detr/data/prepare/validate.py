@@ -7,17 +7,17 @@ bad (whole images are dropped with `skip_bad`, so no unlabelled object stays in 
 from __future__ import annotations
 
 from panoptic_detr.data.categories import CategoryList
-from panoptic_detr.data.class_map import IGNORE, ClassMap
+from panoptic_detr.data.class_map import IGNORE, ClassMap, _is_all_coco, normalise_name
 from panoptic_detr.data.formats.common import SourceImage, check_geometry
-from panoptic_detr.data.prepare.item import Item, image_header, stem
+from panoptic_detr.data.prepare.item import BACKGROUND_REGION, VOID_REGION, Item, image_header, stem
 from panoptic_detr.errors import PanopticDetrError
 
-__all__ = ["validate_sources"]
+__all__ = ["validate_sources", "stuff_group_warnings"]
 
 
 class _Validator:
-    def __init__(self, cmap: ClassMap, cats: CategoryList):
-        self.cmap, self.cats = cmap, cats
+    def __init__(self, cmap: ClassMap, cats: CategoryList, header=image_header):
+        self.cmap, self.cats, self.header = cmap, cats, header
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.unknown_seen: set = set()  # (source, label or category id) already reported
@@ -42,7 +42,7 @@ class _Validator:
         if src.image_path is None and src.image_bytes is None:
             return size_ok
         try:
-            w, h, it.orientation = image_header(src)
+            w, h, it.orientation = self.header(src)
         except PanopticDetrError as e:
             probs.append(str(e))
             return size_ok
@@ -58,6 +58,12 @@ class _Validator:
         """`it.cats`: each annotation's category id, None where it is dropped."""
         src = it.src
         for ann in src.annotations:
+            if ann.role != "object":  # labelme's __ignore__ / _background_ regions
+                errs, warns = check_geometry(ann, src.height, src.width) if size_ok else ([], [])
+                probs += [f"{src.source}: {src.ref} {e}" for e in errs]
+                self.warnings += [f"{src.source}: {src.ref} {w_}" for w_ in warns]
+                it.cats.append(None if errs else (VOID_REGION if ann.role == "void" else BACKGROUND_REGION))
+                continue
             target = self.cmap.resolve(ann.label)
             if target is None:
                 first = (src.source, ann.label) not in self.unknown_seen
@@ -115,10 +121,44 @@ class _Validator:
             )
 
 
-def validate_sources(sources: list[SourceImage], cmap: ClassMap, cats: CategoryList
-                     ) -> tuple[list[Item], list[str], list[str]]:
-    """(items, problems, warnings) of every source image, in input order."""
-    v = _Validator(cmap, cats)
-    items = [v.item(src) for src in sources]
+def validate_sources(sources: list[SourceImage], cmap: ClassMap, cats: CategoryList, progress: bool = False,
+                     header=image_header) -> tuple[list[Item], list[str], list[str]]:
+    """(items, problems, warnings) of every source image, in input order (every image is
+    decoded once, so a progress bar when `progress`). `header(src)`: `item.image_header`,
+    or its results computed beforehand in worker processes (`parallel.read_headers`)."""
+    v = _Validator(cmap, cats, header)
+    seq = sources
+    if progress:
+        from tqdm import tqdm
+
+        seq = tqdm(sources, desc="validate", unit="img", leave=False, dynamic_ncols=True)
+    items = [v.item(src) for src in seq]
     v.mark_duplicates(items)
     return items, v.problems, v.warnings
+
+
+def stuff_group_warnings(cmap: ClassMap, sources: list[SourceImage], truth_names: dict | None = None,
+                         truth_source: str | None = None) -> list[str]:
+    """One warning per name of a class-map stuff group that no COCO-panoptic input (nor the
+    stuff truth, nor any annotation label) has: a misspelt name leaves its group silently
+    empty. Checked only when there is a COCO-panoptic input or a stuff truth (a teacher's
+    categories are known only when it runs)."""
+    panoptic = [s for s in sources if s.kind == "panoptic"]
+    files = list(dict.fromkeys(s.source for s in panoptic)) + ([truth_source] if truth_names is not None else [])
+    if not files:
+        return []
+    have: set[str] = set()
+    for s in panoptic:
+        have |= set(s.seg_labels.values())
+    have |= set((truth_names or {}).values())
+    for s in sources:
+        have |= {a.label for a in s.annotations}
+    have_norm = {normalise_name(n) for n in have}
+    out = []
+    for group, names in cmap.stuff.items():
+        for n in names:
+            if _is_all_coco(n) or n in have or normalise_name(n) in have_norm:
+                continue
+            out.append(f"{cmap.source}: stuff group '{group}' lists '{n}', a category that the COCO-panoptic "
+                       f"input(s) do not have ({', '.join(files)}); nothing folds into '{group}' under that name")
+    return out

@@ -46,6 +46,12 @@ class DatasetWriter:
 
     def add(self, it: Item, id_map: np.ndarray, segs: list[dict]) -> None:
         """Write the image and its PNG into its split; keep its JSON entries."""
+        self.record(it, self.write_files(it, id_map, segs))
+
+    def write_files(self, it: Item, id_map: np.ndarray, segs: list[dict]) -> tuple:
+        """Write the image and its PNG; its JSON entries (image, panoptic annotation, thing
+        instances without their ids). Changes nothing in the writer: a worker process of
+        `parallel` runs it, the main process `record`s its entries in image order."""
         files = self.dataset.split(it.split)
         h, w = id_map.shape
         stats = segments_from_id_map(id_map)
@@ -58,26 +64,36 @@ class DatasetWriter:
         png_name = stem(it.name) + ".png"
         write_id_png(files.panoptic_dir / png_name, id_map, self.compress_level)
         write_image(it, files.images_dir / it.name)
-        self.images[it.split].append({"id": it.image_id, "file_name": it.name, "width": w, "height": h})
-        self.panoptic[it.split].append({"image_id": it.image_id, "file_name": png_name, "segments_info": seg_infos})
-        self._add_instances(it, id_map, seg_infos)
-        self.counts[it.split] += 1
-        self.seg_counts[it.split] += len(seg_infos)
+        image = {"id": it.image_id, "file_name": it.name, "width": w, "height": h}
+        panoptic = {"image_id": it.image_id, "file_name": png_name, "segments_info": seg_infos}
+        return image, panoptic, self._instances(it, id_map, seg_infos)
 
-    def _add_instances(self, it: Item, id_map: np.ndarray, seg_infos: list[dict]) -> None:
+    def record(self, it: Item, entries: tuple) -> None:
+        """Keep the JSON entries of `write_files` (instance ids run over both splits)."""
+        image, panoptic, instances = entries
+        self.images[it.split].append(image)
+        self.panoptic[it.split].append(panoptic)
+        for inst in instances:
+            self.instances[it.split].append({"id": self.next_ann_id, **inst})
+            self.next_ann_id += 1
+        self.counts[it.split] += 1
+        self.seg_counts[it.split] += len(panoptic["segments_info"])
+
+    def _instances(self, it: Item, id_map: np.ndarray, seg_infos: list[dict]) -> list[dict]:
         """The thing segments as COCO instances (RLE masks), for box and mask AP."""
         id_map_f = None
+        out = []
         for s in seg_infos:
             if not self.cats.by_id[s["category_id"]].isthing:
                 continue
             if id_map_f is None:
                 id_map_f = np.asfortranarray(id_map)  # comparisons then stay Fortran-ordered
-            self.instances[it.split].append({
-                "id": self.next_ann_id, "image_id": it.image_id, "category_id": s["category_id"],
+            out.append({
+                "image_id": it.image_id, "category_id": s["category_id"],
                 "segmentation": encode_mask(id_map_f == s["id"]), "area": s["area"], "bbox": s["bbox"],
                 "iscrowd": s["iscrowd"],
             })
-            self.next_ann_id += 1
+        return out
 
     def finish(self, cmap: ClassMap) -> None:
         """The split JSONs and categories.json."""

@@ -21,8 +21,9 @@ Output of `synth(out, n)`::
 
     out/things/<folder>/coco.json           CVAT-style "COCO 1.0" export of one class folder:
     out/things/<folder>/images/img_NNN.png  image and annotation ids restart at 1 per folder,
-                                            polygons (some instances as RLE, compressed or
-                                            not), float bbox/area, `attributes`; the
+                                            polygons (some instances as brush masks: RLE,
+                                            compressed or not, `iscrowd: 1` as CVAT writes
+                                            them), float bbox/area, `attributes`; the
                                             water_tank / vehicle folders carry an alias name
     out/stuff/panoptic.json, stuff/panoptic/*.png   the true stuff as COCO-panoptic with COCO
                                             category ids and names (images named by their

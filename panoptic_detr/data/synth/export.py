@@ -131,7 +131,8 @@ class _ExportWriter:
 
     def _cvat_annotation(self, inst, ann_id: int, image_id: int) -> dict:
         """Polygons, or (a random `rle_fraction`) a brush mask of what is visible as RLE,
-        half of those uncompressed as CVAT writes them."""
+        half of those uncompressed, marked `iscrowd: 1` as CVAT writes them
+        (cvat-ai/cvat#7030): prepare reads them back as instances (`--crowd auto`)."""
         xy = np.concatenate([np.asarray(p).reshape(-1, 2) for p in inst.polygons])
         bbox = [float(xy[:, 0].min()), float(xy[:, 1].min()), float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1]))]
         ann = {"id": ann_id, "image_id": image_id, "category_id": self.cvat_id[inst.cls], "iscrowd": 0,
@@ -142,6 +143,7 @@ class _ExportWriter:
             if r < self.rle_fraction / 2:
                 rle = {"size": [self.H, self.W], "counts": _uncompressed_counts(inst.visible)}
             ann["segmentation"] = rle
+            ann["iscrowd"] = 1
             ann["area"] = float(inst.visible.sum())
         else:
             ann["segmentation"] = inst.polygons
