@@ -13,7 +13,6 @@ to the reference (goal: within 10%).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time

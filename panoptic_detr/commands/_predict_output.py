@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -203,15 +202,9 @@ def _write_streamed(staging: Path, records, cats) -> None:
 
 def finish(staging: Path, out: Path, overwrite: bool) -> None:
     """Rename the complete staging folder to `out` (an existing `out` replaced only now)."""
+    from panoptic_detr.utils.io import replace_dir
+
     out = Path(out)
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    if not overwrite:
+    if out.exists() and not overwrite:
         raise PanopticDetrError(f"{out}: output exists; pass --overwrite to replace it")
-    old = out.with_name(f".{out.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old)
+    replace_dir(staging, out)

@@ -14,7 +14,7 @@ def _numbers(coco: dict) -> str:
 
 
 def run(args):
-    from panoptic_detr.model.download import cached_path, is_cached
+    from panoptic_detr.model.download import is_cached
     from panoptic_detr.model.registry import SHIPPED, cache_dir, load_registry, registry_files
 
     entries = load_registry()

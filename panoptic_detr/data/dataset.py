@@ -12,7 +12,7 @@ generator, so augmentations are reproducible per (epoch, sample) for exact resum
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch

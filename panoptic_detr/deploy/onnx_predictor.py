@@ -20,13 +20,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from panoptic_detr.data.categories import CategoryList
-from panoptic_detr.data.image_io import load_image, to_rgb_array
-from panoptic_detr.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
+from panoptic_detr.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from panoptic_detr.deploy import graphs
 from panoptic_detr.deploy.manifest import MANIFEST, read_manifest
-from panoptic_detr.engine.inference import PanopticOutput, check_dedup, panoptic_inference, select_queries
-from panoptic_detr.engine.predict import FROM_MODEL, Predictor
+from panoptic_detr.engine.inference import PanopticOutput, panoptic_inference, select_queries
+from panoptic_detr.engine.predictor_base import FROM_MODEL, PredictorBase
 from panoptic_detr.errors import CheckpointError, PanopticDetrError
 
 __all__ = ["OnnxPredictor", "make_session"]
@@ -65,7 +63,7 @@ def make_session(path: str | Path, threads: int | None = None, device: str = "cp
         raise CheckpointError(f"{path}: ONNX Runtime cannot load this graph: {first}") from None
 
 
-class OnnxPredictor:
+class OnnxPredictor(PredictorBase):
     """Panoptic segmentation with the graphs of `panoptic-detr export` on ONNX Runtime.
 
     export_dir: the folder `export_onnx` wrote (model.json, detr.onnx, mask_head.onnx).
@@ -93,25 +91,12 @@ class OnnxPredictor:
         self.detr = make_session(self.manifest.graph_path("detr"), threads, device, optimization)
         self.mask_head = make_session(self.manifest.graph_path("mask_head"), threads, device, optimization)
         self._check_graphs()
-        if batch_size < 1:
-            raise PanopticDetrError(f"batch size must be at least 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self._set_batch_size(batch_size)
         given = dict(threshold=threshold, dedup=dedup, short_side=short_side, max_size=max_size, geometry=geometry)
-        self.overridden = [k for k, v in given.items() if v is not FROM_MODEL]
-        self.settings_source = "checkpoint"  # model.json holds the exported checkpoint's settings
-        if dedup is not FROM_MODEL:
-            check_dedup(dedup)
-        try:
-            self.inference = self.manifest.inference.replace(**{k: given[k] for k in self.overridden}).checked()
-        except ValueError as e:
-            raise PanopticDetrError(f"OnnxPredictor: {e}") from None
-        for key, value in self.inference.to_dict().items():
-            setattr(self, key, value)
+        # model.json holds the exported checkpoint's settings
+        self._set_inference(self.manifest.inference, given)
         self.min_area = int(min_area)
-        self.categories: CategoryList = self.manifest.categories
-        table = self.categories.isthing_table()
-        table += [False] * (self.manifest.num_classes - len(table))
-        self._isthing = torch.tensor(table, dtype=torch.bool)
+        self._set_categories(self.manifest.categories, self.manifest.num_classes)
 
     def _check_graphs(self) -> None:
         """The graphs' names and class count are the ones model.json describes."""
@@ -127,28 +112,6 @@ class OnnxPredictor:
         if isinstance(logits, int) and logits != self.manifest.num_classes + 1:
             raise CheckpointError(f"{where / MANIFEST}: num_classes {self.manifest.num_classes} does not match "
                                   f"detr.onnx's {logits - 1} classes (categories from another model?)")
-
-    # one line with the settings used and where they come from (the same line as the torch path's)
-    settings_line = Predictor.settings_line
-
-    # ------------------------------------------------------------------ inputs
-    def preprocess(self, image) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(normalised CHW float tensor, original (H, W)) of an image (path, array or PIL image)."""
-        array = load_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb_array(image)
-        return preprocess_image(array, self.short_side, self.max_size, self.device)
-
-    # ------------------------------------------------------------------ running
-    def __call__(self, image) -> PanopticOutput:
-        return self.predict_batch([image])[0]
-
-    def panoptic(self, image: np.ndarray) -> tuple[np.ndarray, list[dict], CategoryList]:
-        """The teacher interface of `prepare`: (id map int32 HxW, segments_info, categories)."""
-        out = self(image)
-        return out.id_map_numpy(), out.segments_info, self.categories
-
-    def predict_batch(self, images: Sequence) -> list[PanopticOutput]:
-        prepared = [self.preprocess(im) for im in images]
-        return self.predict_tensors([p[0] for p in prepared], [p[1] for p in prepared])
 
     def predict_tensors(self, tensors: Sequence[torch.Tensor], original_sizes: Sequence[tuple[int, int]]
                         ) -> list[PanopticOutput]:

@@ -265,7 +265,7 @@ def explain_image(predictor, image, encoder_heads: str = "last") -> Explanation:
             panoptic = panoptic_inference(logits, masks, (h, w), (H, W), isthing, threshold=threshold,
                                           min_area=predictor.min_area, dedup=predictor.dedup,
                                           geometry=getattr(predictor, "geometry", "aligned"))
-            panoptic = PanopticOutput(panoptic.id_map.cpu(), panoptic.segments_info)
+            panoptic = PanopticOutput(panoptic.id_map.cpu(), panoptic.segments_info, panoptic.queries)
         t4 = time.perf_counter()
 
     config = getattr(net, "config", None)
@@ -274,11 +274,7 @@ def explain_image(predictor, image, encoder_heads: str = "last") -> Explanation:
     enc_layers = torch.stack([a[0] for a in rec.encoder]).float().cpu()
     dec_layers = torch.stack([a[0] for a in rec.decoder]).float().cpu()
     n_enc = len(rec.encoder)
-    states = None
-    if masks is not None:
-        states = query_states(logits, masks, (h, w), (H, W), isthing, panoptic.segments_info, threshold,
-                              min_area=predictor.min_area, dedup=predictor.dedup,
-                              geometry=getattr(predictor, "geometry", "aligned"))
+    states = query_states(logits, threshold, panoptic) if masks is not None else None
     return Explanation(
         image=arr,
         processed_size=(h, w),

@@ -63,6 +63,7 @@ from panoptic_detr.engine.mask_geometry import GEOMETRIES, image_cells, masks_ar
 
 __all__ = [
     "PanopticOutput",
+    "QueryOutcome",
     "panoptic_inference",
     "select_queries",
     "upsample_masks",
@@ -85,6 +86,8 @@ class PanopticOutput:
 
     id_map: torch.Tensor
     segments_info: list[dict] = field(default_factory=list)
+    # what became of the kept queries (None when no query was kept): `explain` reads it
+    queries: "QueryOutcome | None" = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -92,6 +95,22 @@ class PanopticOutput:
 
     def id_map_numpy(self) -> np.ndarray:
         return self.id_map.detach().cpu().numpy().astype(np.int32, copy=False)
+
+
+@dataclass
+class QueryOutcome:
+    """What `panoptic_inference` did with the queries it kept (all tensors of length k).
+
+    `index`: the kept queries' indices among the Q; `duplicate`: dropped by `dedup`;
+    `segment`: the id (1..n) of the segment a query's pixels went to, 0 when it has none
+    (too small, or it lost every pixel in the argmax); `head`: the query that heads its
+    segment (a stuff segment merges every query of its class).
+    """
+
+    index: torch.Tensor
+    duplicate: torch.Tensor
+    segment: torch.Tensor
+    head: torch.Tensor
 
 
 def select_queries(logits: torch.Tensor, threshold: float = 0.85) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,12 +250,7 @@ def panoptic_inference(
     if k == 0:
         return void
 
-    if masks.shape[0] == logits.shape[0]:
-        raw = masks[query_index]
-    elif masks.shape[0] == k:
-        raw = masks
-    else:
-        raise ValueError(f"{masks.shape[0]} masks for {logits.shape[0]} queries of which {k} are kept")
+    raw = _kept_masks(masks, int(logits.shape[0]), query_index)
     device = raw.device
     q_scores = scores[query_index].to(device)
     q_labels = labels[query_index].to(device)
@@ -250,14 +264,18 @@ def panoptic_inference(
     ).flatten()
 
     alive = torch.ones(k, dtype=torch.bool, device=device)
+    duplicate = torch.zeros(k, dtype=torch.bool, device=device)
     if dedup is not None:
-        alive &= ~duplicate_queries(raw, q_scores, q_labels, q_thing, (h, w), float(dedup), mask_stride)
+        duplicate = duplicate_queries(raw, q_scores, q_labels, q_thing, (h, w), float(dedup), mask_stride)
+        alive &= ~duplicate
     winner = drop_small_segments(raw, (h, w), mask_stride, q_segment, alive, pixel_weight, min_area, geometry)
     if winner is None:
-        return void
+        none = torch.zeros(k, dtype=torch.int32, device=device)
+        return PanopticOutput(void.id_map, [], QueryOutcome(query_index, duplicate, none, none.bool()))
 
     # number the segments 1..n in query order
-    seg_heads = (alive & q_segment.eq(torch.arange(k, device=device))).nonzero().flatten()
+    heads = alive & q_segment.eq(torch.arange(k, device=device))
+    seg_heads = heads.nonzero().flatten()
     n = int(seg_heads.numel())
     head_to_id = torch.zeros(k, dtype=torch.int32, device=device)
     head_to_id[seg_heads] = torch.arange(1, n + 1, dtype=torch.int32, device=device)
@@ -266,7 +284,18 @@ def panoptic_inference(
     seg_score = torch.full((k,), -1.0, device=device).scatter_reduce(
         0, q_segment[alive], q_scores[alive], reduce="amax"
     )
-    return PanopticOutput(id_map, segments_info(id_map, seg_heads, q_labels, q_thing, seg_score))
+    outcome = QueryOutcome(query_index, duplicate, torch.where(alive, head_to_id[q_segment], 0), heads)
+    return PanopticOutput(id_map, segments_info(id_map, seg_heads, q_labels, q_thing, seg_score), outcome)
+
+
+def _kept_masks(masks: torch.Tensor, num_queries: int, query_index: torch.Tensor) -> torch.Tensor:
+    """The kept queries' masks, from every query's [Q, ...] or the kept ones' [k, ...]."""
+    k = int(query_index.numel())
+    if masks.shape[0] == num_queries:
+        return masks[query_index]
+    if masks.shape[0] == k:
+        return masks
+    raise ValueError(f"{masks.shape[0]} masks for {num_queries} queries of which {k} are kept")
 
 
 def query_segments(q_labels: torch.Tensor, isthing_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,33 +38,19 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from panoptic_detr.data.categories import CategoryList, default_categories
-from panoptic_detr.data.image_io import load_image, to_rgb_array
-from panoptic_detr.data.preprocess import preprocess_image
-from panoptic_detr.engine.inference import PanopticOutput, check_dedup, panoptic_inference, select_queries
+from panoptic_detr.data.categories import default_categories
+from panoptic_detr.engine.inference import PanopticOutput, panoptic_inference, select_queries
+from panoptic_detr.engine.predictor_base import FROM_MODEL, PredictorBase
 from panoptic_detr.errors import PanopticDetrError
 from panoptic_detr.model.backbone import fold_frozen_batchnorm
-from panoptic_detr.model.inference_defaults import InferenceDefaults
 from panoptic_detr.utils.malloc import tune_malloc
 
 __all__ = ["Predictor", "FROM_MODEL"]
 
 
-class _FromModel:
-    """The default of the Predictor's inference settings: the model's own."""
-
-    def __repr__(self) -> str:
-        return "FROM_MODEL"
-
-
-FROM_MODEL = _FromModel()
-_SETTINGS = ("threshold", "dedup", "short_side", "max_size", "geometry")
-
-
-class Predictor:
+class Predictor(PredictorBase):
     """Panoptic segmentation of images with a DETR panoptic model.
 
     model_or_checkpoint: a model (`panoptic_detr.build_model` / `load_model`) or the path
@@ -154,9 +140,7 @@ class Predictor:
         self.channels_last = bool(channels_last)
         given = dict(threshold=threshold, dedup=dedup, short_side=short_side, max_size=max_size, geometry=geometry)
         self._set_inference(getattr(model, "inference_defaults", None), given)
-        if batch_size < 1:
-            raise PanopticDetrError(f"batch size must be at least 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self._set_batch_size(batch_size)
         if batch_forward is None:
             batch_forward = self.device.type != "cpu"
         self.forward_batch_size = self.batch_size if batch_forward else 1
@@ -168,64 +152,7 @@ class Predictor:
             if num_classes is None:
                 raise PanopticDetrError(f"{source}: model has neither categories nor a config")
             cats = default_categories(num_classes)
-        self.categories: CategoryList = cats
-        table = cats.isthing_table()
-        table += [False] * ((num_classes or 0) - len(table))  # classes the categories do not name
-        self._isthing = torch.tensor(table, dtype=torch.bool)
-
-    def _set_inference(self, defaults: InferenceDefaults | None, given: dict) -> None:
-        """Resolve the settings: the given ones over the model's defaults (else the built-in ones)."""
-        self.settings_source = "checkpoint" if defaults is not None else "built-in"
-        self.overridden = [k for k in _SETTINGS if given[k] is not FROM_MODEL]
-        base = defaults if defaults is not None else InferenceDefaults()
-        if given["dedup"] is not FROM_MODEL:
-            check_dedup(given["dedup"])
-        try:
-            self.inference = base.replace(**{k: given[k] for k in self.overridden}).checked()
-        except ValueError as e:
-            raise PanopticDetrError(f"Predictor: {e}") from None
-        for key in _SETTINGS:
-            setattr(self, key, getattr(self.inference, key))
-
-    def settings_line(self, overridden_flags: dict | None = None) -> str:
-        """One line with the inference settings used and where they come from, e.g.
-        `inference: threshold 0.4, dedup 0.5, short side 288, max size 1333, geometry aligned
-        (from the checkpoint; threshold given)`. `overridden_flags` names the given settings
-        (setting -> flag, e.g. {"threshold": "--threshold"})."""
-        i = self.inference
-        dedup = "off" if i.dedup is None else f"{i.dedup:g}"
-        max_size = "none" if i.max_size is None else str(i.max_size)
-        source = "from the checkpoint" if self.settings_source == "checkpoint" else "built-in defaults"
-        if self.overridden:
-            names = [(overridden_flags or {}).get(k, k) for k in self.overridden]
-            source += "; " + ", ".join(names) + " given"
-        return (f"inference: threshold {i.threshold:g}, dedup {dedup}, short side {i.short_side}, "
-                f"max size {max_size}, geometry {i.geometry} ({source})")
-
-    # ------------------------------------------------------------------ inputs
-    def _as_array(self, image) -> np.ndarray:
-        if isinstance(image, (str, os.PathLike)):
-            return load_image(image)
-        return to_rgb_array(image)
-
-    def preprocess(self, image) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(normalised CHW float tensor on the device, original (H, W)) of an image."""
-        return preprocess_image(self._as_array(image), self.short_side, self.max_size, self.device)
-
-    # ------------------------------------------------------------------ running
-    def __call__(self, image) -> PanopticOutput:
-        """The panoptic prediction of one image (path, HxWx3 array or PIL image)."""
-        return self.predict_batch([image])[0]
-
-    def panoptic(self, image: np.ndarray) -> tuple[np.ndarray, list[dict], CategoryList]:
-        """The teacher interface of `prepare`: (id map int32 HxW, segments_info, categories)."""
-        out = self(image)
-        return out.id_map_numpy(), out.segments_info, self.categories
-
-    def predict_batch(self, images: Sequence) -> list[PanopticOutput]:
-        """Predictions for several images, in order; batch composition never changes a map."""
-        prepared = [self.preprocess(im) for im in images]
-        return self.predict_tensors([p[0] for p in prepared], [p[1] for p in prepared])
+        self._set_categories(cats, num_classes)
 
     def predict_tensors(self, tensors: Sequence[torch.Tensor], original_sizes: Sequence[tuple[int, int]]) -> list[PanopticOutput]:
         """Predictions for already normalised CHW tensors (at their processed size)."""

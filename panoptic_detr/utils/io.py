@@ -63,18 +63,24 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private (0700)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(complete: Path, path: Path) -> None:
+    """Rename the `complete` folder to `path`; an existing `path` is moved aside first and
+    removed only once the new one is in place (a crash in between leaves `.NAME.old`)."""
+    if not path.exists():
+        os.replace(complete, path)
+        return
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(path, old)
+    os.replace(complete, path)
+    shutil.rmtree(old)
 
 
 def read_json(path: str | os.PathLike) -> Any:

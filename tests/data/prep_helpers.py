@@ -165,3 +165,15 @@ def pq_against(gt_json: Path, gt_dir: Path, pred_json: Path, pred_dir: Path, cat
         per[cid] = st["iou"] / denom if denom else 0.0
     pq = sum(per.values()) / len(per) if per else 0.0
     return {"pq": pq, "per_class": per, "n": len(per)}
+
+
+def one_line_error(code, err, out: Path, *words):
+    """`prepare` refused its input: exit 2, one `error:` line holding `words`, no traceback,
+    no output folder and no partial one left beside it."""
+    assert code == 2, err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "partial output left"

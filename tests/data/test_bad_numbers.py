@@ -12,7 +12,7 @@ from PIL import Image
 
 from panoptic_detr.cli import main
 from panoptic_detr.data.formats.coco_panoptic import id2rgb
-from prep_helpers import check_prepared, rect, write_export, write_image
+from prep_helpers import check_prepared, one_line_error, rect, write_export, write_image
 
 W, H = 24, 16
 
@@ -21,16 +21,6 @@ def run_prepare(capsys, out: Path, *args: str, class_map: str = "demo"):
     code = main(["prepare", "--class-map", class_map, "--out", str(out), "--quiet", *args])
     cap = capsys.readouterr()
     return code, cap.out, cap.err
-
-
-def one_line_error(code, err, out: Path, *words):
-    assert code == 2, err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "partial output left"
 
 
 def export(folder: Path, n: int = 2, **ann_extra) -> Path:

@@ -8,7 +8,6 @@ import yaml
 
 from panoptic_detr.cli import main
 from panoptic_detr.data.class_map import ClassMap
-from panoptic_detr.data.prepare import prepare
 from panoptic_detr.data.synth import BASE_CLASSES, DEMO_CLASSES, render_scene, synth
 from prep_helpers import check_prepared, pq_against, read_png_ids
 

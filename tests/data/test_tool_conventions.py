@@ -13,7 +13,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from panoptic_detr.cli import main
-from prep_helpers import check_prepared, read_png_ids, rect, write_export, write_image
+from prep_helpers import check_prepared, one_line_error, read_png_ids, rect, write_export, write_image
 
 W, H = 40, 30
 
@@ -23,15 +23,6 @@ def run_prepare(capsys, out: Path, *args: str):
     code = main(["prepare", "--out", str(out), "--quiet", "--val-ratio", "0", *args])
     cap = capsys.readouterr()
     return code, cap.out, cap.err
-
-
-def one_line_error(code, err, out: Path, *words):
-    assert code == 2, err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert not out.exists()
 
 
 def class_map(tmp_path: Path, things=("a", "b"), stuff=None) -> Path:

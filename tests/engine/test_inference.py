@@ -373,3 +373,23 @@ def test_dedup_equals_the_reference_without_the_duplicates(seed):
     out = panoptic_inference(logits, masks, (40, 45), (50, 60), isthing, threshold=0.3, dedup=0.4)
     ref_map, ref_info = reference(cleared, masks, (40, 45), (50, 60), isthing, threshold=0.3)
     assert_same(out, ref_map, ref_info)
+
+
+def test_the_outcome_of_every_kept_query_is_recorded():
+    """`PanopticOutput.queries` says which kept query heads which segment, joins one, was
+    a duplicate or lost its segment (what `explain` shows, never recomputed)."""
+    logits = torch.cat([confident(1, 2), confident(3, 2), confident(2, 1), confident(C, 1)])
+    masks = torch.full((6, 8, 8), -5.0)
+    masks[0, :4, :4] = 5  # thing 1
+    masks[1, :4, :4] = 4  # the same object again, worse: a duplicate
+    masks[2, 4:, :] = 5  # stuff 3 ...
+    masks[3, 4:, :4] = 6  # ... a second query of it joins its segment
+    masks[4, 0, 7] = 1  # thing 2: a one-cell sliver (about 16 pixels), too small
+    out = panoptic_inference(logits, masks, (32, 32), (32, 32), ISTHING, threshold=0.5, dedup=0.5, min_area=40)
+    q = out.queries
+    assert q.index.tolist() == [0, 1, 2, 3, 4]
+    assert q.duplicate.tolist() == [False, True, False, False, False]
+    seg = {s["category_id"]: s["id"] for s in out.segments_info}
+    assert q.segment.tolist() == [seg[1], 0, seg[3], seg[3], 0]
+    assert q.head.tolist() == [True, False, True, False, False]
+    assert panoptic_inference(logits[5:], masks[5:], (32, 32), (32, 32), ISTHING, threshold=0.5).queries is None

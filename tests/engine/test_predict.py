@@ -12,9 +12,7 @@ from panoptic_detr.cli import main
 from panoptic_detr.data.categories import Category, CategoryList
 from panoptic_detr.data.formats.coco_panoptic import rgb2id
 from panoptic_detr.engine.inference import panoptic_inference, select_queries
-from panoptic_detr.data.preprocess import resize_shape
 from panoptic_detr.engine.predict import Predictor
-
 from panoptic_detr.errors import PanopticDetrError
 
 

@@ -128,92 +128,111 @@ def check_geometry(ann: Annotation, h: int, w: int) -> tuple[list[str], list[str
     coordinates, RLE of another size or with counts not summing to h*w, a bbox with a
     non-finite coordinate or a negative width/height, malformed data. Warnings: polygon
     parts outside the image (clipped), zero-area polygons and boxes (dropped).
+    Dispatched on the annotation's kind; the checkers may fix `ann.data` in place (clip).
     """
+    check = _GEOMETRY_CHECKS.get(ann.kind)
+    if check is None:
+        return [f"annotation {ann.ann_id}: unsupported segmentation kind {ann.kind!r}"], []
+    return check(ann, h, w, f"annotation {ann.ann_id}")
+
+
+def _check_polygons(ann: Annotation, h: int, w: int, aid: str) -> tuple[list[str], list[str]]:
+    polys = ann.data
+    if not isinstance(polys, list) or not polys:
+        return [f"{aid}: empty segmentation"], []
     errors: list[str] = []
     warns: list[str] = []
-    aid = f"annotation {ann.ann_id}"
-    if ann.kind == "polygons":
-        polys = ann.data
-        if not isinstance(polys, list) or not polys:
-            return [f"{aid}: empty segmentation"], warns
-        kept = []
-        for k, p in enumerate(polys):
-            pid = f"{aid} polygon #{k}" if len(polys) > 1 else aid
-            if not isinstance(p, (list, tuple)):
-                errors.append(f"{pid}: polygon is not a list of coordinates")
-                continue
-            try:
-                arr = np.asarray(p, dtype=np.float64)
-            except (TypeError, ValueError):
-                errors.append(f"{pid}: polygon has non-numeric coordinates")
-                continue
-            if arr.ndim != 1 or not np.isfinite(arr).all():
-                errors.append(f"{pid}: polygon has non-numeric coordinates")
-                continue
-            if arr.size % 2:
-                errors.append(f"{pid}: polygon has an odd number of coordinates ({arr.size})")
-                continue
-            if arr.size < 6:
-                errors.append(f"{pid}: polygon has {arr.size // 2} point(s), fewer than 3")
-                continue
-            xs, ys = arr[0::2], arr[1::2]
-            outside = xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h
-            area = _clip_area(arr, w, h) if outside else polygon_area(arr)
-            if area <= 0:
-                what = "lies outside the image" if outside and polygon_area(arr) > 0 else "has zero area"
-                warns.append(f"{pid}: polygon {what}; dropped")
-                continue
-            if outside:
-                warns.append(f"{pid}: polygon extends outside the {w}x{h} image; clipped")
-            kept.append(clip_polygon(arr, w, h).ravel().tolist() if _far_outside(arr, w, h) else p)
-        if not errors:
-            ann.data = kept
-    elif ann.kind == "rle":
-        rle = ann.data
-        if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
-            return [f"{aid}: RLE segmentation needs 'size' and 'counts'"], warns
-        try:
-            rh, rw = (int(v) for v in rle["size"])
-        except (TypeError, ValueError, OverflowError):
-            return [f"{aid}: RLE 'size' must be [height, width]"], warns
-        if (rh, rw) != (h, w):
-            errors.append(f"{aid}: RLE size {rw}x{rh} differs from the image size {w}x{h}")
-        elif isinstance(rle["counts"], list):
-            try:
-                counts = np.asarray(rle["counts"], dtype=np.float64)
-            except (TypeError, ValueError):
-                return [f"{aid}: RLE counts are not integers"], warns
-            if counts.ndim != 1 or not np.isfinite(counts).all() or (counts != np.round(counts)).any():
-                return [f"{aid}: RLE counts are not integers"], warns
-            if (counts < 0).any():
-                return [f"{aid}: RLE counts are negative"], warns
-            total = int(counts.sum())
-            if total != h * w:
-                errors.append(f"{aid}: RLE counts sum to {total}, not {h}*{w} = {h * w}")
-        elif not isinstance(rle["counts"], (str, bytes)):
-            errors.append(f"{aid}: RLE counts must be a list or a string")
-    elif ann.kind == "box":
-        try:
-            x, y, bw, bh = (float(v) for v in ann.data)
-        except (TypeError, ValueError, OverflowError):
-            return [f"{aid}: bbox must be [x, y, w, h]"], warns
-        if not all(np.isfinite([x, y, bw, bh])):
-            return [f"{aid}: bbox {_fmt(ann.data)} has a non-finite coordinate"], warns
-        if bw < 0 or bh < 0:
-            return [f"{aid}: bbox {_fmt(ann.data)} has a negative width or height"], warns
-        box = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
-        if bw == 0 or bh == 0 or _clip_area(box, w, h) <= 0:
-            warns.append(f"{aid}: box has zero area inside the image; dropped")
-            ann.data = None
-        elif _far_outside(np.asarray(box), w, h):
-            ann.data = _clipped_box(x, y, bw, bh, w, h)
-    elif ann.kind == "shape":
-        from panoptic_detr.data.formats.labelme import check_shape
-
-        errors += [f"{aid}: {e}" for e in check_shape(ann.data, h, w)]
-    else:
-        errors.append(f"{aid}: unsupported segmentation kind {ann.kind!r}")
+    kept = []
+    for k, p in enumerate(polys):
+        pid = f"{aid} polygon #{k}" if len(polys) > 1 else aid
+        arr, error = _polygon_array(p)
+        if error:
+            errors.append(f"{pid}: {error}")
+            continue
+        xs, ys = arr[0::2], arr[1::2]
+        outside = xs.min() < 0 or ys.min() < 0 or xs.max() > w or ys.max() > h
+        area = _clip_area(arr, w, h) if outside else polygon_area(arr)
+        if area <= 0:
+            what = "lies outside the image" if outside and polygon_area(arr) > 0 else "has zero area"
+            warns.append(f"{pid}: polygon {what}; dropped")
+            continue
+        if outside:
+            warns.append(f"{pid}: polygon extends outside the {w}x{h} image; clipped")
+        kept.append(clip_polygon(arr, w, h).ravel().tolist() if _far_outside(arr, w, h) else p)
+    if not errors:
+        ann.data = kept
     return errors, warns
+
+
+def _polygon_array(p) -> tuple[np.ndarray | None, str | None]:
+    """(flat float64 coordinates, None) of a polygon, or (None, what is wrong with it)."""
+    if not isinstance(p, (list, tuple)):
+        return None, "polygon is not a list of coordinates"
+    try:
+        arr = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, "polygon has non-numeric coordinates"
+    if arr.ndim != 1 or not np.isfinite(arr).all():
+        return None, "polygon has non-numeric coordinates"
+    if arr.size % 2:
+        return None, f"polygon has an odd number of coordinates ({arr.size})"
+    if arr.size < 6:
+        return None, f"polygon has {arr.size // 2} point(s), fewer than 3"
+    return arr, None
+
+
+def _check_rle(ann: Annotation, h: int, w: int, aid: str) -> tuple[list[str], list[str]]:
+    rle = ann.data
+    if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+        return [f"{aid}: RLE segmentation needs 'size' and 'counts'"], []
+    try:
+        rh, rw = (int(v) for v in rle["size"])
+    except (TypeError, ValueError, OverflowError):
+        return [f"{aid}: RLE 'size' must be [height, width]"], []
+    if (rh, rw) != (h, w):
+        return [f"{aid}: RLE size {rw}x{rh} differs from the image size {w}x{h}"], []
+    if isinstance(rle["counts"], list):
+        try:
+            counts = np.asarray(rle["counts"], dtype=np.float64)
+        except (TypeError, ValueError):
+            return [f"{aid}: RLE counts are not integers"], []
+        if counts.ndim != 1 or not np.isfinite(counts).all() or (counts != np.round(counts)).any():
+            return [f"{aid}: RLE counts are not integers"], []
+        if (counts < 0).any():
+            return [f"{aid}: RLE counts are negative"], []
+        total = int(counts.sum())
+        if total != h * w:
+            return [f"{aid}: RLE counts sum to {total}, not {h}*{w} = {h * w}"], []
+    elif not isinstance(rle["counts"], (str, bytes)):
+        return [f"{aid}: RLE counts must be a list or a string"], []
+    return [], []
+
+
+def _check_box(ann: Annotation, h: int, w: int, aid: str) -> tuple[list[str], list[str]]:
+    try:
+        x, y, bw, bh = (float(v) for v in ann.data)
+    except (TypeError, ValueError, OverflowError):
+        return [f"{aid}: bbox must be [x, y, w, h]"], []
+    if not all(np.isfinite([x, y, bw, bh])):
+        return [f"{aid}: bbox {_fmt(ann.data)} has a non-finite coordinate"], []
+    if bw < 0 or bh < 0:
+        return [f"{aid}: bbox {_fmt(ann.data)} has a negative width or height"], []
+    box = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
+    if bw == 0 or bh == 0 or _clip_area(box, w, h) <= 0:
+        ann.data = None
+        return [], [f"{aid}: box has zero area inside the image; dropped"]
+    if _far_outside(np.asarray(box), w, h):
+        ann.data = _clipped_box(x, y, bw, bh, w, h)
+    return [], []
+
+
+def _check_shape(ann: Annotation, h: int, w: int, aid: str) -> tuple[list[str], list[str]]:
+    from panoptic_detr.data.formats.labelme import check_shape
+
+    return [f"{aid}: {e}" for e in check_shape(ann.data, h, w)], []
+
+
+_GEOMETRY_CHECKS = {"polygons": _check_polygons, "rle": _check_rle, "box": _check_box, "shape": _check_shape}
 
 
 def _fmt(values) -> str:

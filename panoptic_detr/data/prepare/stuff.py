@@ -24,7 +24,7 @@ from panoptic_detr.data.formats.panoptic_sources import read_checked_png
 from panoptic_detr.data.prepare.item import Item, load_pixels, stem
 from panoptic_detr.data.prepare.options import Teacher
 from panoptic_detr.data.preprocess import resize_nearest
-from panoptic_detr.errors import DataError, PanopticDetrError
+from panoptic_detr.errors import DataError
 
 __all__ = ["MASK_FILL", "Segments", "StuffTruth", "StuffLabeller"]
 
