@@ -4,7 +4,7 @@ inference settings and the category table.
 `Predictor` (torch, `engine/predict.py`) and `OnnxPredictor` (ONNX Runtime,
 `deploy/onnx_predictor.py`) subclass `PredictorBase` and implement `predict_tensors`;
 callers (the commands, `evaluation.evaluate_model`, prepare's teacher) use only this
-interface: `preprocess`, `__call__`, `predict_batch`, `predict_tensors`, `panoptic`,
+interface: `preprocess`, `__call__`, `predict_batch`, `predict_tensors`, `panoptic`, `panoptic_batch`,
 `categories`, `batch_size`, `inference`, `settings_line`.
 """
 
@@ -103,6 +103,11 @@ class PredictorBase:
         """The teacher interface of `prepare`: (id map int32 HxW, segments_info, categories)."""
         out = self(image)
         return out.id_map_numpy(), out.segments_info, self.categories
+
+    def panoptic_batch(self, images: Sequence) -> list[tuple[np.ndarray, list[dict], CategoryList]]:
+        """`panoptic` of several images at once (`predict_batch`: same-size images batched
+        on accelerators, each image alone on CPU, so the maps equal `panoptic`'s)."""
+        return [(out.id_map_numpy(), out.segments_info, self.categories) for out in self.predict_batch(images)]
 
     def predict_batch(self, images: Sequence) -> list[PanopticOutput]:
         """Predictions for several images, in order; batch composition never changes a map."""

@@ -1,5 +1,6 @@
 """Scale-out: evaluate and predict under torchrun (gloo, 2 CPU processes) equal one process,
-predict --resume after a SIGKILL, prepare --workers 2 byte-identical to 1, TensorBoard events."""
+predict --resume after a SIGKILL, prepare --workers 2 byte-identical to 1, prepare's teacher
+batched and under torchrun byte-identical to one process, TensorBoard events."""
 
 import json
 import os
@@ -132,6 +133,62 @@ def test_prepare_two_workers_byte_identical(tmp_path, capsys):
     one, two = files_of(tmp_path / "w1"), files_of(tmp_path / "w2")
     assert sum(name.endswith(".png") for name in one) >= 20  # images and panoptic PNGs
     assert two == one
+
+
+@pytest.fixture(scope="module")
+def teacher_prepared(tiny):
+    """(the prepare command with the shipped model as teacher, its output in one process,
+    the teacher asked image by image)."""
+    root, _, ckpt = tiny
+    common = ["prepare", "--class-map", "base", "--things", str(root / "raw" / "things"), "--stuff-from", str(ckpt),
+              "--teacher-short-side", "96", "--teacher-mask-things", "--quiet"]
+    assert main([*common, "--out", str(root / "teach1")]) == 0
+    one = files_of(root / "teach1")
+    assert sum(name.startswith("panoptic/") for name in one) == 6
+    return common, one
+
+
+def test_prepare_teacher_batched_equals_one_by_one(tiny, teacher_prepared, monkeypatch, capsys):
+    import panoptic_detr.engine.predict as predict_mod
+
+    root = tiny[0]
+    common, one = teacher_prepared
+    # windows of images, each image alone through the network (the CPU default), 2 workers
+    assert main([*common, "--out", str(root / "teach3"), "--teacher-batch-size", "3", "--workers", "2"]) == 0
+    assert files_of(root / "teach3") == one
+    # the GPU path on the CPU: same-size images through the network 3 at a time
+    real, forwards = predict_mod.Predictor, []
+
+    class Batching(real):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, batch_forward=True, **kw)
+
+        def _run(self, tensors, sizes):
+            forwards.append(len(tensors))
+            return super()._run(tensors, sizes)
+
+    monkeypatch.setattr(predict_mod, "Predictor", Batching)
+    assert main([*common, "--out", str(root / "teachb"), "--teacher-batch-size", "3"]) == 0
+    assert forwards == [3, 3]
+    assert files_of(root / "teachb") == one
+    capsys.readouterr()
+    assert main([*common, "--out", str(root / "teachx"), "--teacher-batch-size", "0"]) == 2
+    assert "error: --teacher-batch-size must be at least 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*common, "--out", str(root / "teachx"), "--teacher-device", "cuda"]) == 2
+        assert "error: --teacher-device cuda: CUDA is not available" in capsys.readouterr().err
+    assert not (root / "teachx").exists()
+
+
+@needs_dist
+def test_prepare_teacher_under_torchrun_equals_one_process(tiny, teacher_prepared):
+    root = tiny[0]
+    common, one = teacher_prepared
+    p = torchrun("-m", "panoptic_detr", *common, "--out", str(root / "teach2"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "teacher: 6 image(s) labelled by 2 processes (3 + 3)" in p.stderr  # a disjoint shard each
+    assert p.stdout.count("prepared ") == 1  # rank 0 writes
+    assert files_of(root / "teach2") == one
 
 
 def test_tensorboard_events_written_and_read_back(tmp_path):

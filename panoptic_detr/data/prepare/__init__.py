@@ -52,7 +52,9 @@ output is built under a temporary name and renamed at the end (`utils.io.atomic_
 The stages, one module each: `read` (inputs by kind, `READERS`) -> `validate` (class map,
 geometry, duplicates; no pixels) -> `split` -> `stuff` (own / truth / teacher layer) and
 `paint` (annotated objects over it) -> `write` (the files); `pipeline.prepare` runs them
-with a `PrepareOptions` (`options`).
+with a `PrepareOptions` (`options`), in `workers` processes (`parallel`); a teacher with
+`batch` is asked a window of images at a time (`teach`: on a GPU, or sharded under torchrun
+by `commands/prepare.py`).
 """
 
 from panoptic_detr.data.prepare.options import PrepareOptions, PrepareSummary, Teacher

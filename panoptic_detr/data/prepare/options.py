@@ -16,7 +16,8 @@ from panoptic_detr.errors import DataError, PanopticDetrError
 __all__ = ["PrepareOptions", "PrepareSummary", "Teacher"]
 
 # teacher(image HxWx3 uint8) -> (id_map int32 HxW, segments_info, categories), or an object
-# with .id_map, .segments_info and .categories (e.g. engine.predict.Predictor.panoptic)
+# with .id_map, .segments_info and .categories (e.g. engine.predict.Predictor.panoptic);
+# one with `batch(images) -> list` and `window` labels windows of images (`teach.py`)
 Teacher = Callable[[np.ndarray], tuple]
 
 
@@ -54,6 +55,9 @@ class PrepareOptions:
     progress: bool = True
     compress_level: int = 1
     workers: int = 1  # processes decoding, building and writing images (the output does not depend on it)
+    # a helper process of a sharded teacher (torchrun ranks > 0): read, validate, split, then
+    # only call the teacher's `batch` on the same windows as the main process; write nothing
+    teacher_only: bool = False
     max_logged_warnings: int = 20
 
     def panoptic_inputs(self) -> list[tuple]:
@@ -78,7 +82,10 @@ class PrepareOptions:
             raise DataError(f"--workers must be at least 1, got {self.workers}")
         if self.crowd not in CROWD_MODES:
             raise DataError(f"--crowd must be one of {', '.join(CROWD_MODES)}, got {self.crowd!r}")
-        if self.out is not None and not self.check and Path(self.out).exists() and not self.overwrite:
+        if self.teacher_only and not has_teacher:
+            raise PanopticDetrError("teacher_only: no teacher was passed to prepare")
+        if self.out is not None and not self.check and not self.teacher_only and Path(self.out).exists() \
+                and not self.overwrite:
             raise PanopticDetrError(f"{self.out}: output exists; pass --overwrite to replace it")
         if self.out is None and not self.check:
             raise DataError("prepare needs an output folder")

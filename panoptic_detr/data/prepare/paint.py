@@ -19,7 +19,7 @@ from panoptic_detr.data.formats.common import annotation_rle, decode_rle
 from panoptic_detr.data.prepare.item import BACKGROUND_REGION, VOID_REGION, Item
 from panoptic_detr.data.prepare.stuff import Segments, StuffLabeller
 
-__all__ = ["build_id_map"]
+__all__ = ["build_id_map", "thing_masks"]
 
 
 def _decode_masks(it: Item) -> list[tuple]:
@@ -38,6 +38,11 @@ def _decode_masks(it: Item) -> list[tuple]:
             continue
         masks.append((ann, cat_id, decode_rle(rle), (slice(y, y + bh), slice(x, x + bw))))
     return masks
+
+
+def thing_masks(it: Item, cats: CategoryList) -> list[tuple]:
+    """(mask, window) of the annotated things of `it`: what `mask_things` hides from the teacher."""
+    return [(m, win) for _, cat_id, m, win in _decode_masks(it) if cat_id > 0 and cats.by_id[cat_id].isthing]
 
 
 def build_id_map(it: Item, mode: str, labeller: StuffLabeller, cats: CategoryList

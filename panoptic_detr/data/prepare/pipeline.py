@@ -16,6 +16,7 @@ from panoptic_detr.data.prepare.parallel import build_results, read_headers
 from panoptic_detr.data.prepare.read import read_inputs
 from panoptic_detr.data.prepare.split import stratified_split
 from panoptic_detr.data.prepare.stuff import StuffLabeller, StuffTruth
+from panoptic_detr.data.prepare.teach import ask_window, batches, teacher_windows
 from panoptic_detr.data.prepare.validate import stuff_group_warnings, validate_sources
 from panoptic_detr.data.prepare.write import (
     REPORT_NAME,
@@ -37,7 +38,8 @@ def prepare(options: PrepareOptions, teacher: Teacher | None = None, log: Log | 
 
     teacher: `teacher(image) -> (id_map, segments_info, categories)` that labels the stuff
         of custom images (the CLI passes `engine.predict.Predictor(...).panoptic`, built on
-        first use); `options.stuff_from` names it in dataset.yaml.
+        first use); `options.stuff_from` names it in dataset.yaml. With `batch` and
+        `window` it is asked a window of images at a time (`teach.py`).
     Raises `DataError` (one line) on the first bad input unless `check` or `skip_bad`.
     """
     t0 = time.time()
@@ -81,6 +83,13 @@ def prepare(options: PrepareOptions, teacher: Teacher | None = None, log: Log | 
             + ("the teacher labels them" if teacher is not None else "their stuff is VOID")
         )
     labeller = StuffLabeller(cmap, cats, teacher, o.teacher_mask_things, truth)
+    if o.teacher_only:  # a helper of a sharded teacher: the same windows as the main process
+        if not batches(teacher):
+            raise PanopticDetrError("teacher_only needs a teacher with batch()")
+        for ks in teacher_windows(good, labeller):
+            ask_window([good[k] for k in ks], labeller)
+        summary.seconds = time.time() - t0
+        return summary
     problems = list(problems)  # from here on: the problems of skipped images
     with atomic_dir(o.out, overwrite=o.overwrite) as tmp:
         writer = DatasetWriter(tmp, cats, o.compress_level)

@@ -137,6 +137,9 @@ class StuffLabeller:
                  truth: StuffTruth | None):
         self.cmap, self.cats = cmap, cats
         self.teacher, self.mask_things, self.truth = teacher, mask_things, truth
+        # image id -> the teacher's answer (or the error of loading its image), when the
+        # teacher ran ahead on a window of images (`teach.py`); else it is asked per image
+        self.answers: dict[int, object] = {}
 
     def mode(self, it: Item) -> str:
         if it.src.kind != "custom":
@@ -168,11 +171,20 @@ class StuffLabeller:
             return _relabel(self.truth.read_map(it), it.truth.segments, self._stuff_by_name(self.truth.names), False,
                             self.cats, segs)
         if mode == "teacher":
-            t_map, t_segs, t_cats = self._ask_teacher(it, thing_masks)
+            if it.image_id in self.answers:  # asked ahead, with a window of images
+                answer = self.answers.pop(it.image_id)
+                if isinstance(answer, Exception):
+                    raise answer
+            else:
+                answer = self.teacher(self.teacher_image(it, thing_masks))
+            t_map, t_segs, t_cats = _teacher_parts(answer)
+            t_map = resize_nearest(t_map.astype(np.int64, copy=False), (h, w))
             return _relabel(t_map, t_segs, self._stuff_by_name(_category_names(t_cats)), False, self.cats, segs)
         return np.zeros((h, w), np.int32)
 
-    def _ask_teacher(self, it: Item, thing_masks: list) -> tuple:
+    def teacher_image(self, it: Item, thing_masks: list) -> np.ndarray:
+        """What the teacher sees of `it`: its pixels, the annotated things greyed out
+        (`MASK_FILL`) with `mask_things`. `thing_masks`: (mask, window) of its things."""
         src = it.src
         h, w = src.height, src.width
         image = load_pixels(it)
@@ -185,6 +197,4 @@ class StuffLabeller:
             if union.any():
                 image = image.copy()
                 image[union] = MASK_FILL
-        t_map, t_segs, t_cats = _teacher_parts(self.teacher(image))
-        t_map = resize_nearest(t_map.astype(np.int64, copy=False), (h, w))
-        return t_map, t_segs, t_cats
+        return image
