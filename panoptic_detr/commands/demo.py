@@ -12,12 +12,16 @@ def configure(p):
     p.add_argument("--from-scratch", action="store_true", help="train without the shipped base model")
     p.add_argument("--fresh", action="store_true", help="start over instead of reusing what is there")
     p.add_argument("--base-model", type=Path, default=None, help="base model to start from")
+    p.add_argument("--full-labels", action="store_true",
+                   help="exports that label every object (default: per-class exports that label only their own "
+                        "class, synth --partial-labels, trained with loss.partial_labels, scored on the full truth)")
 
 
 def run(args):
     from panoptic_detr.apps.demo import Demo, DemoConfig
 
-    cfg = DemoConfig(out=args.out, from_scratch=args.from_scratch, fresh=args.fresh)
+    cfg = DemoConfig(out=args.out, from_scratch=args.from_scratch, fresh=args.fresh,
+                     partial_labels=not args.full_labels)
     if args.images is not None:
         cfg.images = args.images
     if args.epochs is not None:

@@ -2,9 +2,9 @@
 
     panoptic-detr evaluate CKPT DATASET [--split val] [--out DIR] [--threshold T] [--dedup F]
                            [--batch-size N] [--device DEV] [--short-side S] [--max-size M]
-                           [--geometry aligned|official]
+                           [--geometry aligned|official] [--federated] [--ground-truth GT_JSON GT_DIR]
     panoptic-detr evaluate --predictions PRED_JSON PRED_DIR --ground-truth GT_JSON GT_DIR
-                           [--instances INSTANCES_JSON] [--category-map YAML] [--out DIR]
+                           [--instances INSTANCES_JSON] [--category-map YAML] [--out DIR] [--federated]
 
 The first form runs the model over a prepared split (predictions go to --out DIR when
 given); the second scores existing COCO-panoptic prediction files from any producer:
@@ -35,7 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--predictions", nargs=2, metavar=("PRED_JSON", "PRED_DIR"), help="score these COCO-panoptic prediction files"
     )
     parser.add_argument(
-        "--ground-truth", nargs=2, metavar=("GT_JSON", "GT_DIR"), help="COCO-panoptic ground truth for --predictions"
+        "--ground-truth", nargs=2, metavar=("GT_JSON", "GT_DIR"),
+        help="COCO-panoptic ground truth for --predictions; with CKPT DATASET: score the split's images against "
+             "these annotations instead of the split's own (matched by file name, e.g. synth's full truth/)"
+    )
+    parser.add_argument(
+        "--federated", action="store_true",
+        help="also a federated PQ (LVIS's rule: a predicted segment of a thing class that its image did not annotate "
+             "is not a false positive), beside the standard PQ, as 'panoptic_federated' in metrics.json"
     )
     parser.add_argument(
         "--instances", metavar="JSON", help="COCO instances ground truth for box/mask AP with --predictions"
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from panoptic_detr.evaluation.evaluate import format_metrics
     from panoptic_detr.utils.io import write_json
 
-    files_mode = args.predictions is not None or args.ground_truth is not None
+    files_mode = args.predictions is not None or (args.ground_truth is not None and not args.checkpoint)
     if files_mode:
         if args.checkpoint or args.dataset:
             raise PanopticDetrError("evaluate: give either CKPT DATASET or --predictions/--ground-truth, not both")
@@ -109,6 +116,8 @@ def _evaluate_model(args: argparse.Namespace) -> dict | None:
             category_map=load_category_map(args.category_map),
             log=_note if shard.main else None,
             shard=shard,
+            federated=args.federated,
+            ground_truth=args.ground_truth,
         )
 
 
@@ -149,8 +158,10 @@ def _score_files(args: argparse.Namespace) -> dict:
         _note(line)
     cats = normalise_categories(gt.get("categories"), gt_name, all_segments(gt["annotations"], pred["annotations"]))
     pq = pq_compute(gt, gt_dir, pred, pred_dir, categories=cats, workers=args.workers,
-                    progress=not args.no_progress, names=(gt_name, pred_name))
+                    progress=not args.no_progress, names=(gt_name, pred_name), federated=args.federated)
     metrics = {"panoptic": pq}
+    if "federated" in pq:
+        metrics["panoptic_federated"] = pq.pop("federated")
     if args.instances:
         from panoptic_detr.evaluation.coco_ap import coco_ap_from_panoptic
 

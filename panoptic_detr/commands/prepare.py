@@ -33,6 +33,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--things", nargs="+", action="extend", default=[], metavar="PATH",
                    help="COCO instances JSON (CVAT 'COCO 1.0'), an export folder, or a folder of per-class exports")
     p.add_argument("--labelme", nargs="+", action="extend", default=[], metavar="DIR", help="folder(s) of labelme JSON files")
+    p.add_argument("--labelme-per-class-folders", action="store_true",
+                   help="labelme files in a folder named after a thing class annotate only that class (per-class "
+                        "collections: other things may be there unlabelled); default: every class annotated")
     p.add_argument("--coco-panoptic", nargs=3, action="append", default=[], metavar=("JSON", "PNG_DIR", "IMAGE_DIR"),
                    help="a COCO-panoptic set whose images join the dataset with their stuff and things")
     p.add_argument("--stuff-from", metavar="CKPT", help="panoptic checkpoint that labels the stuff of custom images")
@@ -189,6 +192,7 @@ def _run(args, teacher, main: bool = True) -> int:
         out=args.out,
         things=args.things,
         labelme=args.labelme,
+        labelme_per_folder=args.labelme_per_class_folders,
         coco_panoptic=args.coco_panoptic or None,
         stuff_from=args.stuff_from,
         stuff_truth=args.stuff_truth,

@@ -3,7 +3,9 @@
 `PanopticDataset(root, split, transforms)[i]` -> `(image [3, H, W] float, target)` where
 target holds, per non-crowd segment, `labels` (int64 category id = class index), `boxes`
 (cx, cy, w, h normalised, derived from the mask), `masks` (bool [N, H, W]), `iscrowd`
-(zeros), `area`, `segment_ids`, plus `image_id`, `orig_size` and `size` ((h, w) tensors).
+(zeros), `area`, `segment_ids`, plus `image_id`, `orig_size`, `size` ((h, w) tensors)
+and `unannotated` (int64: the thing category ids not annotated exhaustively in the image,
+`data.annotated`; empty for a fully annotated image).
 
 An item key may be an index or `(index, seed)`: the seed feeds the transforms' random
 generator, so augmentations are reproducible per (epoch, sample) for exact resumption.
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from panoptic_detr.data.annotated import unannotated_things
 from panoptic_detr.data.categories import CategoryList
 from panoptic_detr.data.formats.coco_panoptic import read_id_png
 from panoptic_detr.data.image_io import load_image
@@ -53,6 +56,7 @@ class PanopticDataset(torch.utils.data.Dataset):
             else:
                 raise DataError(f"{cat_path}: not found and {ann_path} has no categories")
         self.categories = categories
+        self._thing_ids = [c.id for c in categories if c.isthing]
         images = {img["id"]: img for img in data["images"]}
         self.items: list[tuple[dict, dict]] = []
         for ann in data["annotations"]:
@@ -66,6 +70,10 @@ class PanopticDataset(torch.utils.data.Dataset):
                     )
             self.items.append((img, ann))
         self.items.sort(key=lambda it: str(it[0].get("file_name")))
+
+    def partially_annotated(self) -> int:
+        """How many images leave some thing class unannotated (`data.annotated`)."""
+        return sum(1 for img, _ in self.items if unannotated_things(img, self._thing_ids))
 
     @property
     def num_classes(self) -> int:
@@ -104,6 +112,7 @@ class PanopticDataset(torch.utils.data.Dataset):
         target["image_id"] = torch.tensor(image_id if isinstance(image_id, int) else index)
         target["orig_size"] = torch.tensor([h, w])
         target["size"] = torch.tensor([h, w])
+        target["unannotated"] = torch.tensor(unannotated_things(img_info, self._thing_ids), dtype=torch.int64)
         arr = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         return arr.float(), target
 

@@ -2,7 +2,10 @@
 
 For every split and category: the number of images containing it, of segments, and of
 pixels (the segments' `area`, which `prepare` computed from the PNGs); VOID pixels are
-counted per split too. `plot_stats` draws them as grouped bar charts (matplotlib, Agg).
+counted per split too. Per thing class also the images where it is `annotated`
+(exhaustively labelled) and where it is merely `possible` (not annotated: per-class
+exports, `data.annotated`), printed as a second table when any image is partial.
+`plot_stats` draws them as grouped bar charts (matplotlib, Agg).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from panoptic_detr.data.annotated import annotated_ids
 from panoptic_detr.data.categories import CategoryList
 from panoptic_detr.data.prepared import PreparedDataset
 from panoptic_detr.errors import DataError
@@ -53,7 +57,13 @@ def _split_stats(path: Path, cats: CategoryList) -> dict:
             raise DataError(f"{path}: image #{i} needs an 'id'")
         where = f"{path}: image id {im['id']}"
         sizes[im["id"]] = _int(im.get("width", 0), f"{where} width") * _int(im.get("height", 0), f"{where} height")
-    classes = {c.name: {"images": 0, "segments": 0, "pixels": 0, "isthing": c.isthing} for c in cats}
+    classes = {c.name: {"images": 0, "segments": 0, "pixels": 0, "isthing": c.isthing, "annotated": 0, "possible": 0}
+               for c in cats}
+    all_ids = [c.id for c in cats]
+    for im in data.get("images", []):
+        have = annotated_ids(im, all_ids)
+        for c in cats:
+            classes[c.name]["annotated" if c.id in have else "possible"] += 1
     total = void = 0
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or not isinstance(ann.get("segments_info", []), list):
@@ -104,6 +114,17 @@ def format_stats(stats: dict) -> str:
         tot += f" | {sp['images']:>12} {'':>9} {sp['void_pixels']:>11}"
         tot += f" ({pct:.1f}%)" if s == splits[-1] else ""
     lines.append(tot)
+    partial = any(c["possible"] for sp in stats["splits"].values() for c in sp["classes"].values())
+    if partial:
+        lines += ["", "images where a class is annotated (every instance labelled) / merely possible (not annotated: "
+                      "its objects may be there unlabelled)"]
+        lines.append(f"{'class':<28}" + "".join(f" | {s + ' annotated':>16} {'possible':>9}" for s in splits))
+        for name in stats["categories"]:
+            row = f"{name[:28]:<28}"
+            for s in splits:
+                c = stats["splits"][s]["classes"][name]
+                row += f" | {c['annotated']:>16} {c['possible']:>9}"
+            lines.append(row)
     return "\n".join(lines)
 
 

@@ -7,6 +7,12 @@ Losses (dispatched by name through `SetCriterion.LOSSES`):
 - `boxes`: L1 (`loss_bbox`) and 1 - GIoU (`loss_giou`) on matched boxes;
 - `masks`: sigmoid focal loss (`loss_mask`) and dice loss (`loss_dice`) on matched
   predicted masks, upsampled bilinearly to the (padded) target size.
+With `partial_labels`, each image's thing classes that are not annotated in it (its
+target's `unannotated` ids, `data.annotated`) are left out of the classification softmax
+of its unmatched queries (those trained towards "no object", which may sit on an
+unlabelled object): their logits get no gradient from those queries. Matched queries
+train as before, over every class: a labelled object is known not to be of another class
+(the DETR form of LVIS's federated loss, docs/DESIGN.md).
 Box and mask losses are summed and divided by the number of target objects in the batch,
 averaged across processes and at least 1. Auxiliary decoder outputs get the same losses
 (except masks), each re-matched, with keys suffixed `_0`, `_1`, ...
@@ -96,8 +102,10 @@ class SetCriterion(nn.Module):
         losses: tuple[str, ...] = ("labels", "boxes", "cardinality"),
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        partial_labels: bool = False,
     ):
         super().__init__()
+        self.partial_labels = partial_labels
         unknown = [l for l in losses if l not in self.LOSSES]
         if unknown:
             raise ValueError(f"unknown loss(es) {unknown}; known: {list(self.LOSSES)}")
@@ -119,6 +127,8 @@ class SetCriterion(nn.Module):
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         target_classes[batch_idx, src_idx] = target_classes_o
         weight = self.empty_weight.to(logits.device)
+        if self.partial_labels:
+            logits = self._federated_logits(logits, targets, batch_idx, src_idx)
         if deterministic_enabled(logits):  # [B*Q, C]: nll_loss2d's mean adds with atomics on GPUs
             loss_ce = F.cross_entropy(logits.flatten(0, 1), target_classes.flatten(), weight)
         else:
@@ -132,6 +142,22 @@ class SetCriterion(nn.Module):
                     acc = torch.tensor(100.0, device=logits.device)
                 losses["class_error"] = 100 - acc
         return losses
+
+    @staticmethod
+    def _federated_logits(logits: Tensor, targets, batch_idx: Tensor, src_idx: Tensor) -> Tensor:
+        """`logits` [B, Q, C+1] with every image's unannotated thing classes set to -inf for
+        its unmatched queries: out of their softmax, so no gradient reaches those logits
+        from them. Matched queries keep every class. Unchanged (the same tensor) when no
+        image has an unannotated class."""
+        unannotated = [t.get("unannotated") for t in targets]
+        if not any(u is not None and len(u) for u in unannotated):
+            return logits
+        drop = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+        for b, u in enumerate(unannotated):
+            if u is not None and len(u):
+                drop[b, :, u.to(logits.device)] = True
+        drop[batch_idx, src_idx] = False
+        return logits.masked_fill(drop, float("-inf"))
 
     @torch.no_grad()
     def loss_cardinality(self, outputs, targets, indices, num_boxes):

@@ -77,6 +77,10 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     aux_loss: bool = True
+    # per image, thing classes not annotated in it (per-class exports) leave the class
+    # softmax of its unmatched queries: no gradient to their logits from queries that may
+    # sit on an unlabelled object (LVIS's federated loss for DETR, docs/DESIGN.md)
+    partial_labels: bool = False
 
 
 @dataclass

@@ -227,6 +227,10 @@ class Trainer:
                 f"{n_train / 1e6:.2f}M trainable parameters, {self.steps_per_epoch} steps/epoch x {self.world} process(es), "
                 f"device {self.device}{', amp ' + str(self.amp_dtype).split('.')[-1] if self.amp_dtype else ''}"
             )
+            partial = self.train_set.partially_annotated()
+            if partial and not cfg.loss.partial_labels:
+                self.log(f"train: note: {partial} image(s) leave thing classes unannotated (per-class exports); "
+                         "--set loss.partial_labels=true keeps their unlabelled objects from training as 'no object'")
 
     def _remove_stale_temporaries(self) -> None:
         removed = remove_stale_temporaries(self.out)
@@ -270,7 +274,7 @@ class Trainer:
             weights = {"loss_mask": l.mask, "loss_dice": l.dice}
             self.model.detr.aux_loss = False
         return SetCriterion(self.categories.num_classes, matcher, weights, eos_coef=l.eos_coef, losses=losses,
-                            focal_alpha=l.focal_alpha, focal_gamma=l.focal_gamma)
+                            focal_alpha=l.focal_alpha, focal_gamma=l.focal_gamma, partial_labels=l.partial_labels)
 
     def save_model_file(self, name: str, extra: dict | None = None) -> None:
         """The model (weights, config, categories, and the inference settings of the eval config:

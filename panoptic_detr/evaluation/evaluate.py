@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from panoptic_detr.data.annotated import ANNOTATED_KEY, NOT_EXHAUSTIVE_KEY
 from panoptic_detr.errors import DataError
 from panoptic_detr.evaluation.coco_ap import STAT_NAMES, coco_ap, segments_to_coco_results
 from panoptic_detr.evaluation.panoptic_quality import (
@@ -30,6 +31,7 @@ from panoptic_detr.evaluation.panoptic_quality import (
     pq_from_stats,
     warn_area_mismatches,
 )
+from panoptic_detr.evaluation.federated import FEDERATED_RULE, federated_events, unannotated_of_images
 from panoptic_detr.evaluation.pq_inputs import all_segments
 
 __all__ = ["evaluate_model", "format_metrics"]
@@ -82,6 +84,8 @@ def evaluate_model(
     category_map: dict[str, str] | None = None,
     log=None,
     shard=None,
+    federated: bool = False,
+    ground_truth: tuple | None = None,
 ) -> dict | None:
     """Run `predictor` over a prepared split and score it.
 
@@ -103,6 +107,11 @@ def evaluate_model(
         all processes must see), the per-image results are gathered and process 0 scores
         them in split order (the metrics equal one process's exactly) and writes
         `predictions.json`; the other processes return None. Every process must call it.
+    federated: also `panoptic_federated`, PQ by LVIS's rule (`evaluation.federated`): a
+        predicted segment of a thing class not annotated in its image is no false positive.
+    ground_truth: (json, png_dir) of another COCO-panoptic ground truth of the same images
+        (e.g. `synth`'s full `truth/`): the split's images are scored against its
+        annotations, matched by file name (no AP then: it has no instances JSON).
 
     Returns ``{"panoptic": {All, Things, Stuff, per_class, per_category, num_images},
     "bbox": {AP, AP50, ...}, "segm": {...}}`` (fractions; AP only with an instances JSON);
@@ -113,6 +122,8 @@ def evaluate_model(
     files = PreparedDataset(dataset_dir).split(split).require()
     gt_json_path, gt_dir, image_dir = files.panoptic_json, files.panoptic_dir, files.images_dir
     gt, gt_name = load_panoptic_json(gt_json_path, "ground-truth")
+    if ground_truth is not None:
+        gt, gt_name, gt_dir = _other_ground_truth(gt, gt_name, ground_truth)
     if not isinstance(gt.get("categories"), list):
         raise DataError(f"{gt_name}: no 'categories' list")
     if not gt["annotations"]:
@@ -130,7 +141,7 @@ def evaluate_model(
 
     instances = None
     image_id_map: dict[Any, Any] = {}
-    if files.instances_json.is_file():
+    if files.instances_json.is_file() and ground_truth is None:
         from panoptic_detr.evaluation.coco_ap import load_instances, match_image_ids
 
         instances, _ = load_instances(files.instances_json)
@@ -138,19 +149,56 @@ def evaluate_model(
             instances["images"], [(a["image_id"], images[a["image_id"]]["file_name"]) for a in annotations]
         )
 
+    unannotated = (unannotated_of_images(images, [a["image_id"] for a in annotations], thing_ids)
+                   if federated else None)
     return _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
-                     instances, image_id_map, out_dir, batch_size, progress, split, remap, shard)  # fmt: skip
+                     instances, image_id_map, out_dir, batch_size, progress, split, remap, shard,
+                     unannotated)  # fmt: skip
+
+
+def _other_ground_truth(split_gt: dict, split_name: str, ground_truth: tuple) -> tuple[dict, str, Path]:
+    """The split's images with their annotations from another ground truth (matched by
+    file-name stem; the ids, file names and image sizes stay the split's); its name and
+    PNG folder. Its categories must be the split's (same ids and names)."""
+    gt_json, gt_dir = ground_truth
+    other, other_name = load_panoptic_json(gt_json, "ground-truth")
+    names = {c.get("id"): c.get("name") for c in split_gt.get("categories") or []}
+    for c in other.get("categories") or []:
+        if c.get("id") in names and names[c["id"]] != c.get("name"):
+            raise DataError(f"{other_name}: category id {c['id']} is '{c.get('name')}' but '{names[c['id']]}' in "
+                            f"{split_name}: not the same categories")
+    other_images = {im.get("id"): im for im in other.get("images", []) if isinstance(im, dict)}
+    by_stem: dict[str, tuple[dict, dict]] = {}
+    for ann in other["annotations"]:
+        im = other_images.get(ann.get("image_id"), {})
+        for name in (ann.get("file_name"), im.get("file_name")):
+            if name:
+                by_stem.setdefault(Path(str(name)).stem, (ann, im))
+    images, annotations = [], []
+    for im in split_gt.get("images", []):
+        found = by_stem.get(Path(str(im.get("file_name"))).stem)
+        if found is None:
+            raise DataError(f"{other_name}: no annotation for image '{im.get('file_name')}' of {split_name}")
+        ann, other_im = found
+        keys = {k: v for k, v in other_im.items() if k in (ANNOTATED_KEY, NOT_EXHAUSTIVE_KEY)}
+        images.append({"id": im["id"], "file_name": im["file_name"], "width": im.get("width"),
+                       "height": im.get("height"), **keys})
+        annotations.append({**ann, "image_id": im["id"]})
+    gt = {**other, "images": images, "annotations": annotations, "categories": other.get("categories") or
+          split_gt.get("categories")}
+    return gt, other_name, Path(gt_dir)
 
 
 def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_dir, image_dir,
-              instances, image_id_map, out_dir, batch_size, progress, split, remap, shard=None) -> dict | None:  # fmt: skip
+              instances, image_id_map, out_dir, batch_size, progress, split, remap, shard=None,
+              unannotated=None) -> dict | None:  # fmt: skip
     """Predict and score the images of this process (all of them without a shard), then
     accumulate every image's result in split order: the same sums in the same order
     whatever the number of processes, so sharded metrics equal single-process ones exactly."""
     from panoptic_detr.utils.io import write_json
 
     rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
-    acc = _Accumulator()
+    acc = _Accumulator(federated=unannotated is not None)
     with contextlib.ExitStack() as stack:
         if out_dir is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="panoptic-detr-eval-")))
@@ -169,14 +217,14 @@ def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_d
         records = _predict_images(predictor, mine, images, image_dir, pred_dir, gt_dir, cats, gt_name,
                                   remap, batch_size, bar, ap_ids, thing_ids)
         if world == 1:
-            for _, record in records:
-                acc.add(record)
+            for index, record in records:
+                acc.add(record, unannotated[index] if unannotated is not None else None)
         else:
             gathered = _gather_records(shard, records)
             if rank != 0:
                 return None
-            for _, record in sorted((r for part in gathered for r in part), key=lambda r: r[0]):
-                acc.add(record)
+            for index, record in sorted((r for part in gathered for r in part), key=lambda r: r[0]):
+                acc.add(record, unannotated[index] if unannotated is not None else None)
         write_json(out / PREDICTIONS_JSON, {"annotations": acc.pred_anns, "categories": gt["categories"]})
 
     if acc.dropped:
@@ -185,6 +233,9 @@ def _evaluate(predictor, gt, gt_name, cats, thing_ids, images, annotations, gt_d
     panoptic = pq_from_stats(acc.stat, cats)
     panoptic["num_images"] = len(annotations)
     metrics: dict[str, Any] = {"panoptic": panoptic}
+    if acc.fed_stat is not None:  # beside the standard PQ, never instead
+        metrics["panoptic_federated"] = dict(pq_from_stats(acc.fed_stat, cats), num_images=len(annotations),
+                                             rule=FEDERATED_RULE)
     if instances is not None:  # AP over the evaluated images only, as PQ
         metrics.update(coco_ap(instances, acc.bbox, acc.segm, thing_ids, image_ids=image_id_map.values()))
     return metrics
@@ -211,17 +262,20 @@ def _gather_records(shard, records) -> list[list]:
 class _Accumulator:
     """Scores and results of images added in split order (the PQ sums, AP inputs, JSON)."""
 
-    def __init__(self):
+    def __init__(self, federated: bool = False):
         self.stat = PQStat()
+        self.fed_stat = PQStat() if federated else None
         self.dropped = 0
         self.pred_anns: list[dict] = []
         self.bbox: list[dict] = []
         self.segm: list[dict] = []
 
-    def add(self, record: tuple) -> None:
+    def add(self, record: tuple, unannotated: frozenset | None = None) -> None:
         pred_ann, events, bbox, segm, dropped = record
         self.pred_anns.append(pred_ann)
         self.stat.add(events)
+        if self.fed_stat is not None:
+            self.fed_stat.add(federated_events(events, unannotated or frozenset()))
         self.bbox += bbox
         self.segm += segm
         self.dropped += dropped
@@ -289,6 +343,13 @@ def format_metrics(metrics: dict, per_class: bool = True) -> str:
             if g is None:
                 continue
             lines.append(f"{group:10} {_pct(g['pq']):>6} {_pct(g['sq']):>6} {_pct(g['rq']):>6} {g['n']:>4}")
+    fed = metrics.get("panoptic_federated")
+    if fed:
+        lines.append("federated (no FP for classes an image did not annotate):")
+        for group in ("All", "Things", "Stuff"):
+            g = fed.get(group)
+            if g is not None:
+                lines.append(f"{group:10} {_pct(g['pq']):>6} {_pct(g['sq']):>6} {_pct(g['rq']):>6} {g['n']:>4}")
     ap_rows = [(k, metrics[k]) for k in ("bbox", "segm") if isinstance(metrics.get(k), dict)]
     if ap_rows:
         names = [n for n in STAT_NAMES[:6]]

@@ -43,6 +43,7 @@ from panoptic_detr.evaluation.alignment import align_predictions
 from panoptic_detr.evaluation.forked_map import fork_available, forked_map
 from panoptic_detr.evaluation.pq_image import image_pq_stats
 from panoptic_detr.evaluation.pq_inputs import OFFSET, VOID, all_segments, load_panoptic_json, normalise_categories
+from panoptic_detr.evaluation.federated import FEDERATED_RULE, federated_events, unannotated_of_images
 from panoptic_detr.evaluation.pq_stats import CategoryStat, PQStat, pq_from_stats
 
 __all__ = [
@@ -76,6 +77,7 @@ def pq_compute(
     category_map: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
     names: tuple[str, str] | None = None,
+    federated: bool = False,
 ) -> dict:
     """PQ/SQ/RQ for All, Things, Stuff and per class, as the COCO panopticapi computes them.
 
@@ -97,7 +99,8 @@ def pq_compute(
     Returns ``{"All"|"Things"|"Stuff": {pq, sq, rq, n}, "per_class": {name: {pq, sq, rq,
     tp, fp, fn}}, "per_category": [{id, name, isthing, pq, sq, rq, tp, fp, fn, iou}],
     "num_images": N}`` with fractions in 0..1; a group with no category present has
-    ``n = 0`` and zeros.
+    ``n = 0`` and zeros. `federated`: also ``"federated"``, the same dict by LVIS's rule
+    (`evaluation.federated`: no false positive of a class the image did not annotate).
     """
     gt, gt_name = load_panoptic_json(gt_json, "ground-truth")
     pred, pred_name = load_panoptic_json(pred_json, "prediction")
@@ -120,10 +123,17 @@ def pq_compute(
             pair[0], pair[1], gt_dir, pred_dir, cats, gt_name, pred_name, check_gt, release_gil=release_gil
         )
 
-    stat = _accumulate(one, pairs, workers, progress)
+    unannotated = None
+    if federated:
+        images = {im.get("id"): im for im in gt.get("images", []) if isinstance(im, dict)}
+        thing_ids = [cid for cid, c in cats.items() if c["isthing"]]
+        unannotated = unannotated_of_images(images, [a.get("image_id") for a, _ in pairs], thing_ids)
+    stat, fed_stat = _accumulate(one, pairs, workers, progress, unannotated)
     warn_area_mismatches(stat, gt_name)
     results = pq_from_stats(stat, cats)
     results["num_images"] = len(pairs)
+    if federated:
+        results["federated"] = dict(pq_from_stats(fed_stat, cats), num_images=len(pairs), rule=FEDERATED_RULE)
     return results
 
 
@@ -137,10 +147,13 @@ def warn_area_mismatches(stat: PQStat, gt_name: str) -> None:
         )
 
 
-def _accumulate(one, pairs: list, workers: int | None, progress: bool) -> PQStat:
+def _accumulate(one, pairs: list, workers: int | None, progress: bool, unannotated: list | None = None
+                ) -> tuple[PQStat, PQStat | None]:
     """`one(pair, release_gil)` over all pairs in forked processes, threads or in line (see
-    `pq_compute`), its events added up in image order (deterministic sums)."""
+    `pq_compute`), its events added up in image order (deterministic sums); with
+    `unannotated` (per pair), also the federated sums."""
     stat = PQStat()
+    fed_stat = PQStat() if unannotated is not None else None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -171,8 +184,10 @@ def _accumulate(one, pairs: list, workers: int | None, progress: bool) -> PQStat
             release_gil = workers > 2 and len(pairs) > 2
             pool = ThreadPoolExecutor(max_workers=workers)
             per_image = pool.map(lambda pair: one(pair, release_gil), pairs)
-        for events in per_image:  # accumulate in image order: deterministic sums
+        for k, events in enumerate(per_image):  # accumulate in image order: deterministic sums
             stat.add(events)
+            if fed_stat is not None:
+                fed_stat.add(federated_events(events, unannotated[k]))
             if not isinstance(per_image, list):  # forked_map reports its own progress
                 advance(1)
     finally:
@@ -180,4 +195,4 @@ def _accumulate(one, pairs: list, workers: int | None, progress: bool) -> PQStat
             pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
-    return stat
+    return stat, fed_stat

@@ -35,3 +35,17 @@ def test_demo_runs_every_stage_writes_a_complete_report_and_resumes(tmp_path, ca
     again = Demo(cfg).run()  # everything is there: every stage but plot is skipped
     assert [s["skipped"] for s in again["stages"] if s["name"] != "plot"] == [True] * 6
     assert again["metrics"] == summary["metrics"]
+
+
+@pytest.mark.skipif(not BASE_MODEL.exists(), reason="the shipped base model is missing")
+def test_demo_refuses_scenes_made_with_the_other_exports(tmp_path):
+    from panoptic_detr.errors import PanopticDetrError
+
+    raw = tmp_path / "demo" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "DONE").write_text("")  # a folder of a demo from before partial labels
+    with pytest.raises(PanopticDetrError, match="add --fresh"):
+        Demo(DemoConfig(out=tmp_path / "demo")).run()
+    (raw / "DONE").write_text("partial-labels\n")
+    with pytest.raises(PanopticDetrError, match="add --fresh"):
+        Demo(DemoConfig(out=tmp_path / "demo", partial_labels=False)).run()

@@ -90,6 +90,9 @@ def read_things(path: str | os.PathLike, class_map=None, crowd: str = "auto", wa
         cls = class_map.resolve(sub.name, folder=True) if class_map is not None else None
         prefix = cls if isinstance(cls, str) and cls != IGNORE else safe_name(sub.name)
         imgs, probs = _read_one(js, path, prefix, crowd, warnings)
+        if isinstance(cls, str) and cls != IGNORE:
+            for im in imgs:  # a per-class export: only its class was labelled exhaustively
+                im.annotated = [cls]
         images += imgs
         problems += probs
     return images, problems
@@ -160,6 +163,8 @@ def _read_one(json_path: Path, root: Path, prefix: str | None, crowd: str = "aut
             item.problems.append(f"{src}: {ref}: missing or invalid width/height")
         by_id[iid] = item
         out.append(item)
+    for item in out:  # a single export annotates the classes it lists
+        item.annotated = list(dict.fromkeys(cats.values()))
     ann_problems, n_crowd = _read_annotations(data["annotations"], src, cats, by_id, crowd)
     problems += ann_problems
     if n_crowd and warnings is not None:

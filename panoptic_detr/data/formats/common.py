@@ -70,6 +70,10 @@ class SourceImage:
     seg_labels: dict = field(default_factory=dict)  # panoptic: category_id -> name
     problems: list[str] = field(default_factory=list)  # errors found while reading
     warnings: list[str] = field(default_factory=list)
+    # the labels whose every instance in this image is annotated (LVIS's federated
+    # annotation); None: every class (a per-class export folder: its class; a COCO file:
+    # its categories). Resolved through the class map by `prepare`; stuff is always annotated.
+    annotated: list[str] | None = None
 
     @property
     def where(self) -> str:

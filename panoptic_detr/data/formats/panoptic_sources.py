@@ -38,6 +38,7 @@ def read_panoptic_sources(json_path: str | os.PathLike, png_dir: str | os.PathLi
             png_path=Path(png_dir) / pim.png_name,
             segments=pim.segments,
             seg_labels=names,
+            annotated=list(names.values()),  # a COCO-panoptic set annotates all its categories
         )
         if not src.image_path.is_file():
             src.problems.append(f"{json_path}: {src.ref}: image file {src.image_path} not found")

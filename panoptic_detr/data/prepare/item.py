@@ -30,6 +30,7 @@ class Item:
     cats: list = field(default_factory=list)  # per annotation: target category id, None (dropped) or a *_REGION
     seg_map: dict = field(default_factory=dict)  # panoptic: source category_id -> target id or None
     thing_classes: set = field(default_factory=set)
+    annotated: set | None = None  # thing category ids annotated exhaustively (None: every thing class)
     orientation: int = 1
     truth: PanopticImage | None = None
     bad: bool = False

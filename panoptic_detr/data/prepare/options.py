@@ -36,6 +36,8 @@ class PrepareOptions:
     crowd: what `iscrowd: 1` annotations of COCO-instances inputs become: "auto" (RLE
         masks of CVAT exports are read as instances, CVAT marks every brush mask crowd;
         other crowds stay), "keep", "instances" (see `formats.coco_instances`).
+    labelme_per_folder: a labelme file in a folder named after a thing class (its first
+        folder under the input) annotates only that class (else: every class).
     """
 
     class_map: str | os.PathLike | ClassMap
@@ -46,6 +48,7 @@ class PrepareOptions:
     stuff_from: str | os.PathLike | None = None
     stuff_truth: Sequence | None = None
     teacher_mask_things: bool = False
+    labelme_per_folder: bool = False  # labelme files under `<class folder>/` annotate only that class
     val_ratio: float = 0.2
     seed: int = 0
     crowd: str = "auto"

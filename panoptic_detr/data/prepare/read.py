@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from panoptic_detr.data.class_map import ClassMap
+from panoptic_detr.data.class_map import IGNORE, ClassMap
 from panoptic_detr.data.formats.coco_instances import read_things
 from panoptic_detr.data.formats.common import SourceImage
 from panoptic_detr.data.formats.labelme import read_labelme_dir
@@ -33,7 +33,14 @@ def _read_coco_instances(path, cmap: ClassMap, options: PrepareOptions):
 
 def _read_labelme(path, cmap: ClassMap, options: PrepareOptions):
     imgs, probs = read_labelme_dir(path)
-    return imgs, probs, [], {"kind": "labelme", "path": str(path), "images": len(imgs)}
+    desc = {"kind": "labelme", "path": str(path), "images": len(imgs)}
+    if options.labelme_per_folder:  # `<class folder>/<file>.json`: only the folder's class is annotated
+        for im in imgs:
+            parts = im.relpath.split("/")
+            cls = cmap.resolve(parts[0], folder=True) if len(parts) > 1 else None
+            im.annotated = [cls] if isinstance(cls, str) and cls != IGNORE else None
+        desc["annotated"] = "per class folder"
+    return imgs, probs, [], desc
 
 
 def _read_coco_panoptic(spec, cmap: ClassMap, options: PrepareOptions):

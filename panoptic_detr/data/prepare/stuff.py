@@ -179,7 +179,19 @@ class StuffLabeller:
                 answer = self.teacher(self.teacher_image(it, thing_masks))
             t_map, t_segs, t_cats = _teacher_parts(answer)
             t_map = resize_nearest(t_map.astype(np.int64, copy=False), (h, w))
-            return _relabel(t_map, t_segs, self._stuff_by_name(_category_names(t_cats)), False, self.cats, segs)
+            target_of = self._stuff_by_name(_category_names(t_cats))
+            if it.annotated is not None and self.cmap.misc is not None:
+                # partial labels: what the teacher calls a thing (always VOID here) or `misc`
+                # may be one of the unlabelled objects; VOID, not misc, so that no query learns
+                # to call an unlabelled transit mixer "misc" (docs/DESIGN.md, partial labels)
+                misc_id = self.cats.by_name[self.cmap.misc].id
+                stuff_of = target_of
+
+                def target_of(s: dict) -> int | None:
+                    t = stuff_of(s)
+                    return None if t == misc_id else t
+
+            return _relabel(t_map, t_segs, target_of, False, self.cats, segs)
         return np.zeros((h, w), np.int32)
 
     def teacher_image(self, it: Item, thing_masks: list) -> np.ndarray:

@@ -30,10 +30,23 @@ class _Validator:
         self._resolve_annotations(it, size_ok, probs)
         if src.kind == "panoptic":
             self._resolve_segments(it)
+        it.annotated = self._annotated(src)
         if probs:
             it.bad = True
             self.problems += probs
         return it
+
+    def _annotated(self, src: SourceImage) -> set | None:
+        """The thing ids whose every instance is annotated in `src` (None: all things)."""
+        if src.annotated is None:
+            return None
+        out = set()
+        for name in src.annotated:
+            target = self.cmap.resolve(name)
+            if target is not None and target != IGNORE and self.cats.by_name[target].isthing:
+                out.add(self.cats.by_name[target].id)
+        all_things = {c.id for c in self.cats if c.isthing}
+        return None if out >= all_things else out
 
     def _check_size(self, it: Item, probs: list[str]) -> bool:
         """Whether the annotation's size is known and matches the image header."""

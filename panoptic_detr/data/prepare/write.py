@@ -42,6 +42,8 @@ class DatasetWriter:
         self.instances: dict[str, list] = {sp: [] for sp in SPLITS}
         self.counts = {sp: 0 for sp in SPLITS}  # images per split
         self.seg_counts = {sp: 0 for sp in SPLITS}
+        self.partial_counts = {sp: 0 for sp in SPLITS}  # images that leave a thing class unannotated
+        self._n_things = sum(1 for c in cats if c.isthing)
         self.next_ann_id = 1  # instance ids run over both splits
 
     def add(self, it: Item, id_map: np.ndarray, segs: list[dict]) -> None:
@@ -64,9 +66,21 @@ class DatasetWriter:
         png_name = stem(it.name) + ".png"
         write_id_png(files.panoptic_dir / png_name, id_map, self.compress_level)
         write_image(it, files.images_dir / it.name)
-        image = {"id": it.image_id, "file_name": it.name, "width": w, "height": h}
+        image = {"id": it.image_id, "file_name": it.name, "width": w, "height": h, **self.annotated_sets(it, seg_infos)}
         panoptic = {"image_id": it.image_id, "file_name": png_name, "segments_info": seg_infos}
         return image, panoptic, self._instances(it, id_map, seg_infos)
+
+    def annotated_sets(self, it: Item, seg_infos: list[dict]) -> dict:
+        """LVIS's federated annotation of one image: `annotated_category_ids` (every stuff
+        class, and the thing classes whose every instance is labelled) and
+        `not_exhaustive_category_ids` (thing classes with labelled instances but not
+        annotated exhaustively). Readers of the JSONs take an image without them as
+        fully annotated (`data.annotated`)."""
+        things = [c.id for c in self.cats if c.isthing]
+        annotated = set(things) if it.annotated is None else set(it.annotated)
+        present = {s["category_id"] for s in seg_infos if self.cats.by_id[s["category_id"]].isthing}
+        return {"annotated_category_ids": sorted(annotated | {c.id for c in self.cats if not c.isthing}),
+                "not_exhaustive_category_ids": sorted(present - annotated)}
 
     def record(self, it: Item, entries: tuple) -> None:
         """Keep the JSON entries of `write_files` (instance ids run over both splits)."""
@@ -77,6 +91,8 @@ class DatasetWriter:
             self.instances[it.split].append({"id": self.next_ann_id, **inst})
             self.next_ann_id += 1
         self.counts[it.split] += 1
+        things_annotated = sum(1 for c in image["annotated_category_ids"] if self.cats.by_id[c].isthing)
+        self.partial_counts[it.split] += int(things_annotated < self._n_things)
         self.seg_counts[it.split] += len(panoptic["segments_info"])
 
     def _instances(self, it: Item, id_map: np.ndarray, seg_infos: list[dict]) -> list[dict]:
@@ -140,6 +156,12 @@ def dataset_description(options: PrepareOptions, cmap: ClassMap, cats: CategoryL
         "split": {"seed": o.seed, "val_ratio": o.val_ratio, "train": writer.counts["train"], "val": writer.counts["val"],
                   "stratified_by": "thing classes"},
         "segments": writer.seg_counts,
+        "partially_annotated_images": {
+            **writer.partial_counts,
+            "rule": "annotated_category_ids per image: per-class folders their class, a COCO file its categories, "
+                    "labelme " + ("its class folder's class" if o.labelme_per_folder else "every class")
+                    + "; stuff always",
+        },
         "skipped": skipped,
         "warnings": warnings,
     }

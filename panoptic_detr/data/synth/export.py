@@ -36,9 +36,14 @@ def synth(
     overwrite: bool = False,
     progress: bool = True,
     rle_fraction: float = 0.2,
+    partial_labels: bool = False,
 ) -> dict:
     """Write `num_images` synthetic scenes to `out_dir` (see the package docstring).
-    Returns a summary dict (counts per class folder, instances, seconds)."""
+    Returns a summary dict (counts per class folder, instances, seconds).
+
+    partial_labels: each folder's export labels only its own class, as real per-class
+    exports do; the other things drawn in its scenes stay unlabelled there (the truth in
+    `truth/` keeps every object). The summary's `unlabelled_per_class` counts them."""
     t0 = time.time()
     if classes not in CLASS_SETS:
         raise DataError(f"unknown synth class set '{classes}'; known: {', '.join(CLASS_SETS)}")
@@ -48,7 +53,7 @@ def synth(
     if H < 64 or W < 64:
         raise DataError(f"--size {H}x{W} is too small (at least 64x64)")
     names = CLASS_SETS[classes]
-    writer = _ExportWriter(classes, (H, W), seed, rle_fraction)
+    writer = _ExportWriter(classes, (H, W), seed, rle_fraction, partial_labels)
     it = range(int(num_images))
     if progress:
         from tqdm import tqdm
@@ -69,6 +74,8 @@ def synth(
             "size": [H, W],
             "images_per_folder": {_folder(n): len(writer.exports[n]["images"]) for n in names},
             "instances_per_class": writer.n_inst,
+            "partial_labels": bool(partial_labels),
+            "unlabelled_per_class": writer.n_unlabelled,
             "prepare": (f"panoptic-detr prepare --class-map {out / 'class-map.yaml'} --things {out / 'things'} "
                         f"--stuff-truth {out / 'stuff' / 'panoptic.json'} {out / 'stuff' / 'panoptic'} --out DATASET"),
         }
@@ -84,8 +91,10 @@ def _folder(cls: str) -> str:
 class _ExportWriter:
     """Collects the three outputs image by image (PNGs written at once, JSONs at the end)."""
 
-    def __init__(self, classes: str, size: tuple[int, int], seed: int, rle_fraction: float):
+    def __init__(self, classes: str, size: tuple[int, int], seed: int, rle_fraction: float,
+                 partial_labels: bool = False):
         self.classes = classes
+        self.partial_labels = partial_labels
         self.names = CLASS_SETS[classes]
         self.H, self.W = size
         self.rle_fraction = rle_fraction
@@ -104,6 +113,7 @@ class _ExportWriter:
                             "categories": cvat_cats, "images": [], "annotations": []} for n in self.names}
         self.stuff_images, self.stuff_anns, self.truth_images, self.truth_anns = [], [], [], []
         self.n_inst = {n: 0 for n in self.names}
+        self.n_unlabelled = {n: 0 for n in self.names}  # instances left out of the exports (partial labels)
 
     def make_dirs(self, tmp: Path) -> None:
         for n in self.names:
@@ -122,7 +132,11 @@ class _ExportWriter:
                               "flickr_url": "", "coco_url": "", "date_captured": 0})
         for inst in scene.instances:
             self.n_inst[inst.cls] += 1
-            exp["annotations"].append(self._cvat_annotation(inst, len(exp["annotations"]) + 1, local_id))
+            ann = self._cvat_annotation(inst, len(exp["annotations"]) + 1, local_id)  # (same random draws either way)
+            if self.partial_labels and inst.cls != primary:
+                self.n_unlabelled[inst.cls] += 1
+                continue  # drawn, in the truth, but not labelled in this class's export
+            exp["annotations"].append(ann)
         rel = f"{folder}/images/{file_name}"
         out_name = f"{self.cmap.resolve(folder, folder=True)}_img_{local_id:03d}"
         present = np.flatnonzero(np.bincount(scene.stuff.ravel(), minlength=len(STUFF_NAMES)))
