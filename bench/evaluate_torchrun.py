@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from parallelism import machine_parallelism  # bench/parallelism.py (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "panoptic_detr" / "weights" / "base-tiny.safetensors"
 
@@ -55,29 +57,6 @@ def numbers(x, path=""):
             yield from numbers(v, f"{path}/{i}")
     elif isinstance(x, (int, float)) and not isinstance(x, bool):
         yield path, float(x)
-
-
-def _spin(_) -> int:
-    s = 0
-    for i in range(3_000_000):
-        s += i
-    return s
-
-
-def machine_parallelism(workers: int) -> float:
-    """The speed-up `workers` processes get on a pure CPU task now (the same run's
-    reference: on a shared machine it is below `workers`)."""
-    import multiprocessing as mp
-
-    t = time.perf_counter()
-    for k in range(workers):
-        _spin(k)
-    one = time.perf_counter() - t
-    with mp.get_context("fork").Pool(workers) as pool:
-        t = time.perf_counter()
-        pool.map(_spin, range(workers))
-        many = time.perf_counter() - t
-    return one / many
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
+from parallelism import machine_parallelism  # noqa: E402  (bench/parallelism.py)
 from prepare import make_export  # noqa: E402  (bench/prepare.py)
 
 from panoptic_detr.data.prepare import PrepareOptions, prepare  # noqa: E402
@@ -37,29 +38,6 @@ def _children_cpu() -> float:
 
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-def _spin(_) -> int:
-    s = 0
-    for i in range(3_000_000):
-        s += i
-    return s
-
-
-def machine_parallelism(workers: int) -> float:
-    """The speed-up `workers` processes get on a pure CPU task now (the same run's
-    reference: on a shared machine it is below `workers`)."""
-    import multiprocessing as mp
-
-    t = time.perf_counter()
-    for k in range(workers):
-        _spin(k)
-    one = time.perf_counter() - t
-    with mp.get_context("fork").Pool(workers) as pool:
-        t = time.perf_counter()
-        pool.map(_spin, range(workers))
-        many = time.perf_counter() - t
-    return one / many
 
 
 def main() -> int:

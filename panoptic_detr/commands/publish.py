@@ -35,7 +35,7 @@ def build_entry(args) -> tuple[str, dict]:
     from panoptic_detr.errors import PanopticDetrError
     from panoptic_detr.model.checkpoint import checkpoint_state_dict, load_model
     from panoptic_detr.model.checkpoint_io import load_checkpoint
-    from panoptic_detr.model.download import sha256_of
+    from panoptic_detr.utils.io import file_sha256
 
     path = args.checkpoint
     if not path.is_file():
@@ -53,7 +53,7 @@ def build_entry(args) -> tuple[str, dict]:
                                 f"re-save it with its categories (save_model)")
     if not isinstance(ckpt.get("config"), dict) and not args.preset:
         raise PanopticDetrError(f"{path}: the file has no config; give --preset (its architecture)")
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     file_name = f"{args.name}-{digest[:8]}{path.suffix}"
     entry = {"description": args.description or f"{args.name} ({'panoptic' if model.config.masks else 'detection'})",
              "url": f"{args.url_base.rstrip('/')}/{file_name}", "sha256": digest[:16]}

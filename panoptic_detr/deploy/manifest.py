@@ -20,13 +20,13 @@ the manifest was written with (sha256), categories that do not fit the class cou
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from panoptic_detr.data.categories import CategoryList
 from panoptic_detr.errors import CheckpointError, PanopticDetrError
 from panoptic_detr.model.inference_defaults import InferenceDefaults
+from panoptic_detr.utils.io import file_sha256
 
 FORMAT = "panoptic-detr-onnx"
 FORMAT_VERSION = 1
@@ -34,16 +34,8 @@ MANIFEST = "model.json"
 GRAPH_FILES = {"detr": "detr.onnx", "mask_head": "mask_head.onnx"}
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_entry(path: Path) -> dict:
-    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
+    return {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}
 
 
 @dataclass
@@ -100,7 +92,7 @@ def read_manifest(folder: str | Path, check_hashes: bool = True) -> Manifest:
         graph = folder / entry["file"]
         if not graph.is_file():
             raise CheckpointError(f"{graph}: graph file not found ({path} lists it)")
-        if check_hashes and entry.get("sha256") and sha256(graph) != entry["sha256"]:
+        if check_hashes and entry.get("sha256") and file_sha256(graph) != entry["sha256"]:
             raise CheckpointError(f"{graph}: not the graph {path} was written with (sha256 differs); "
                                   f"export the model again")
     categories = CategoryList.from_json(data["categories"], where=f"{path}: categories")

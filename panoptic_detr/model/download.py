@@ -15,7 +15,6 @@ local cache only. The file is then read by `checkpoint_io` like any other: never
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from pathlib import Path
 
 from panoptic_detr.errors import CheckpointError
 from panoptic_detr.model.registry import ModelEntry, cache_dir, lookup
+from panoptic_detr.utils.io import file_sha256
 
-__all__ = ["Resolved", "resolve", "fetch", "download_url", "cached_path", "sha256_of", "is_cached"]
+__all__ = ["Resolved", "resolve", "fetch", "download_url", "cached_path", "is_cached"]
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
@@ -52,14 +52,6 @@ def download_url(entry: ModelEntry) -> str:
     if mirror:
         return mirror.rstrip("/") + "/" + entry.cache_name
     return str(entry.url)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve(name_or_path, progress: bool = True) -> Resolved:
@@ -119,7 +111,7 @@ def _offline_message(entry: ModelEntry, url: str, dst: Path, err: Exception) -> 
 def _check_cached(entry: ModelEntry, path: Path) -> None:
     if not entry.sha256:
         return
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if not digest.startswith(entry.sha256):
         raise CheckpointError(
             f"{path}: SHA-256 {digest[:16]}... does not start with {entry.sha256} as '{entry.name}' requires "

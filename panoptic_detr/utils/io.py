@@ -86,6 +86,17 @@ def replace_dir(complete: Path, path: Path) -> None:
     shutil.rmtree(old)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, read in 4 MB blocks (memory stays flat)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read JSON, turning a missing or malformed file into a one-line user error."""
     path = Path(path)
