@@ -70,14 +70,14 @@ def inference_overrides(args, prefix: str = "", flag_prefix: str = "--") -> dict
 
 
 BACKEND_HELP = (
-    "torch (default): CHECKPOINT is a checkpoint file; onnxruntime: CHECKPOINT is a folder written by "
-    "`panoptic-detr export` (needs the 'deploy' extra)"
+    "torch (default): CHECKPOINT is a checkpoint file; onnxruntime / openvino: CHECKPOINT is a folder written "
+    "by `panoptic-detr export` (needs the 'deploy' / 'openvino' extra)"
 )
 
 
 def add_backend_argument(parser) -> None:
     """The `--backend` option of predict and evaluate."""
-    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help=BACKEND_HELP)
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP)
 
 
 def build_predictor(checkpoint, args, prefix: str = "", flag_prefix: str = "--"):
@@ -87,8 +87,8 @@ def build_predictor(checkpoint, args, prefix: str = "", flag_prefix: str = "--")
     Reads `args.<prefix>threshold`, `<prefix>dedup`, `<prefix>short_side`,
     `<prefix>max_size`, `<prefix>geometry` (None: the checkpoint's, see
     `add_inference_arguments`) and, where the command has them, `device`, `batch_size`,
-    `threads` and `backend` ("onnxruntime": `checkpoint` is an export folder and the
-    predictor a `deploy.onnx_predictor.OnnxPredictor`); errors name the flag (`flag_prefix`
+    `threads` and `backend` ("onnxruntime" / "openvino": `checkpoint` is an export folder
+    and the predictor a `deploy.onnx_predictor.OnnxPredictor` on that runtime); errors name the flag (`flag_prefix`
     + the option, e.g. `--teacher-threshold`).
     """
     import inspect
@@ -103,16 +103,17 @@ def build_predictor(checkpoint, args, prefix: str = "", flag_prefix: str = "--")
         raise PanopticDetrError(f"--batch-size must be at least 1, got {batch_size}")
     device = getattr(args, "device", "cpu")
     check_device(device)
-    if getattr(args, "backend", "torch") == "onnxruntime":
+    backend = getattr(args, "backend", "torch")
+    if backend != "torch":
         from panoptic_detr.deploy.onnx_predictor import OnnxPredictor
 
         accepted = inspect.signature(OnnxPredictor).parameters
         for name in overrides:
             if name not in accepted:
                 raise PanopticDetrError(f"{flag_prefix}{name.replace('_', '-')} is not available with --backend "
-                                        f"onnxruntime")
+                                        f"{backend}")
         predictor = OnnxPredictor(checkpoint, device=device, batch_size=batch_size,
-                                  threads=getattr(args, "threads", None), **overrides)
+                                  threads=getattr(args, "threads", None), runtime=backend, **overrides)
     else:
         predictor = Predictor(checkpoint, device=device, batch_size=batch_size, **overrides)
     flags = {name: flag_prefix + name.replace("_", "-") for name in overrides}

@@ -4,7 +4,7 @@
                          [--trace-size HxW] [--no-verify]
 
 Writes DIR/detr.onnx, DIR/mask_head.onnx (panoptic models), DIR/model.json and
-DIR/README.txt; `predict` / `evaluate --backend onnxruntime DIR` run them. CKPT_OR_NAME is a
+DIR/README.txt; `predict` / `evaluate --backend onnxruntime|openvino DIR` run them. CKPT_OR_NAME is a
 checkpoint file or folder, a model name (`panoptic-detr models`, downloaded once), or a preset name
 (`tiny`, `r50-panoptic`, ...) instead of a checkpoint exports random weights (for trying
 the pipeline), with a warning.

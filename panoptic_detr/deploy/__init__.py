@@ -1,4 +1,4 @@
-"""Deployment: the panoptic model as ONNX graphs, and an ONNX Runtime predictor.
+"""Deployment: the panoptic model as ONNX graphs, and a predictor on ONNX Runtime or OpenVINO.
 
 - `graphs`: the two exported modules (`DetrGraph`: image -> predictions + the per-image
   tensors of the mask head; `MaskHeadGraph`: those + N query indices -> N mask logits)
@@ -6,9 +6,12 @@
 - `manifest`: `model.json` (format version, categories, input rules, inference
   defaults, file hashes) and the README.txt written beside the graphs;
 - `export`: `export_onnx(model, out_dir)` (CLI `export`);
-- `onnx_predictor`: `OnnxPredictor(export_dir)`, the `engine.predict.Predictor`
-  interface on ONNX Runtime (CLI `predict` / `evaluate --backend onnxruntime`).
+- `runtimes`: `open_graph(path, runtime)`, one session interface over ONNX Runtime and
+  OpenVINO;
+- `onnx_predictor`: `OnnxPredictor(export_dir, runtime=)`, the `engine.predict.Predictor`
+  interface on the graphs (CLI `predict` / `evaluate --backend onnxruntime|openvino`).
 
 Same level as `engine/`: imports data, model and engine.inference, never the commands.
-`onnx` and `onnxruntime` are the optional extra `deploy`, imported only when used.
+`onnx` and `onnxruntime` are the optional extra `deploy`, `openvino` the extra `openvino`,
+imported only when used.
 """

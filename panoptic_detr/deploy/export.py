@@ -176,7 +176,7 @@ def verify_export(net: nn.Module, folder: Path, size: tuple[int, int]) -> dict[s
         ref = ref.numpy()
         return float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max())))
 
-    from panoptic_detr.deploy.onnx_predictor import make_session
+    from panoptic_detr.deploy.runtimes import make_session
 
     x = torch.randn((1, 3, *size), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():

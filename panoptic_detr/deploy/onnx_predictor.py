@@ -1,4 +1,7 @@
-"""`OnnxPredictor(export_dir)`: the `engine.predict.Predictor` interface on ONNX Runtime.
+"""`OnnxPredictor(export_dir)`: the `engine.predict.Predictor` interface on an export's graphs.
+
+The graphs run on ONNX Runtime (default) or OpenVINO (`runtime="openvino"`), through
+`deploy.runtimes.open_graph`.
 
 The same pre-processing (`data.preprocess.preprocess_image`) and post-processing
 (`engine.inference.select_queries` + `panoptic_inference`) as the torch path; only the
@@ -14,7 +17,6 @@ Used by `predict` / `evaluate --backend onnxruntime EXPORT_DIR` through
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -23,44 +25,12 @@ import torch
 from panoptic_detr.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from panoptic_detr.deploy import graphs
 from panoptic_detr.deploy.manifest import MANIFEST, read_manifest
+from panoptic_detr.deploy.runtimes import open_graph
 from panoptic_detr.engine.inference import PanopticOutput, panoptic_inference, select_queries
 from panoptic_detr.engine.predictor_base import FROM_MODEL, PredictorBase
 from panoptic_detr.errors import CheckpointError, PanopticDetrError
 
-__all__ = ["OnnxPredictor", "make_session"]
-
-
-def make_session(path: str | Path, threads: int | None = None, device: str = "cpu", optimization: str = "all"):
-    """An ONNX Runtime session for a graph file (CPU, or CUDA when `device` asks and it is there).
-
-    threads: intra-op threads (None: ONNX Runtime's default, one per core);
-    optimization: the graph optimisation level, "disable", "basic", "extended" or "all".
-    """
-    from panoptic_detr.deploy.export import require_onnx
-
-    _, ort = require_onnx()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
-    options.log_severity_level = 3  # errors only
-    if threads:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    providers = ["CPUExecutionProvider"]
-    if torch.device(device).type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise PanopticDetrError(f"--device {device}: onnxruntime has no CUDA provider here "
-                                    f"(install onnxruntime-gpu)")
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: ONNX Runtime cannot load this graph: {first}") from None
+__all__ = ["OnnxPredictor"]
 
 
 class OnnxPredictor(PredictorBase):
@@ -71,14 +41,16 @@ class OnnxPredictor(PredictorBase):
         not given is the export's (model.json "inference": the checkpoint's settings).
     min_area: as `engine.predict.Predictor`.
     batch_size: images handed over at once by the callers (each still runs alone).
-    threads: ONNX Runtime intra-op threads (None: its default).
+    threads: the runtime's threads (None: its default).
     device: "cpu", or "cuda" for ONNX Runtime's CUDA provider (onnxruntime-gpu).
+    runtime: "onnxruntime" or "openvino" (`deploy.runtimes`).
+    optimization: ONNX Runtime's graph optimisation level (`runtimes.make_session`).
     """
 
     def __init__(self, export_dir: str | os.PathLike, device: str = "cpu", threshold: float = FROM_MODEL,
                  short_side: int = FROM_MODEL, max_size: int | None = FROM_MODEL, batch_size: int = 1,
                  min_area: int = 4, dedup: float | None = FROM_MODEL, geometry: str = FROM_MODEL,
-                 threads: int | None = None, optimization: str = "all"):
+                 threads: int | None = None, optimization: str = "all", runtime: str = "onnxruntime"):
         self.manifest = read_manifest(export_dir)
         folder = self.manifest.folder
         if not self.manifest.panoptic:
@@ -88,8 +60,9 @@ class OnnxPredictor(PredictorBase):
             raise CheckpointError(f"{folder / MANIFEST}: preprocess mean/std differ from this version's "
                                   f"{list(IMAGENET_MEAN)} / {list(IMAGENET_STD)}")
         self.device = torch.device("cpu")  # where the outputs and the post-processing live
-        self.detr = make_session(self.manifest.graph_path("detr"), threads, device, optimization)
-        self.mask_head = make_session(self.manifest.graph_path("mask_head"), threads, device, optimization)
+        self.runtime = runtime
+        self.detr = open_graph(self.manifest.graph_path("detr"), runtime, threads, device, optimization)
+        self.mask_head = open_graph(self.manifest.graph_path("mask_head"), runtime, threads, device, optimization)
         self._check_graphs()
         self._set_batch_size(batch_size)
         given = dict(threshold=threshold, dedup=dedup, short_side=short_side, max_size=max_size, geometry=geometry)

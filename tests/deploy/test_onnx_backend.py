@@ -1,4 +1,4 @@
-"""`predict` / `evaluate --backend onnxruntime`: the same maps as torch, and one-line errors on bad folders."""
+"""`predict` / `evaluate --backend onnxruntime|openvino`: the same maps as torch, and one-line errors on bad folders."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from conftest import BASE_MODEL, SIZE, THRESHOLD, noise_image, scene
 from panoptic_detr.cli import main
 from panoptic_detr.data.formats.coco_panoptic import read_id_png
 
+RUNTIMES = ["onnxruntime", "openvino"]
 COMMON = ["--threshold", str(THRESHOLD), "--short-side", str(SIZE["short_side"]), "--max-size", str(SIZE["max_size"])]
 
 
@@ -27,12 +28,19 @@ def image_folder(root: Path) -> Path:
     return root
 
 
-def test_predict_maps_equal_torch(base_export, tmp_path, capsys):
+def needs(runtime: str) -> None:
+    if runtime == "openvino":
+        pytest.importorskip("openvino", reason="the 'openvino' extra is part of the test extra")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_predict_maps_equal_torch(runtime, base_export, tmp_path, capsys):
     """The shipped base model, each backend with the checkpoint's own inference settings."""
+    needs(runtime)
     images = image_folder(tmp_path / "images")
     args = [str(images), "--quiet", "--no-overlay"]
     assert main(["predict", str(BASE_MODEL), *args, "--out", str(tmp_path / "torch")]) == 0
-    assert main(["predict", "--backend", "onnxruntime", str(base_export), *args, "--threads", "1",
+    assert main(["predict", "--backend", runtime, str(base_export), *args, "--threads", "1",
                  "--out", str(tmp_path / "ort")]) == 0
     settings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("inference:")]
     assert len(settings) == 2 and settings[0] == settings[1] and "threshold 0.4, dedup 0.5" in settings[0]
@@ -51,7 +59,8 @@ def test_predict_maps_equal_torch(base_export, tmp_path, capsys):
     assert segments >= 6 and len({s["category_id"] for a in torch_json["annotations"] for s in a["segments_info"]}) > 1
 
 
-def test_r50_small_predictor_keeps_the_same_queries(r50_small_model, r50_small_export):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_r50_small_predictor_keeps_the_same_queries(runtime, r50_small_model, r50_small_export):
     """The random r50-style model: same kept queries, scores and mask logits as the torch path.
     (Its maps are not compared: random mask heads give every query nearly the same mask, ~1e-5
     apart, so the argmax between them is decided by float rounding.)"""
@@ -59,7 +68,8 @@ def test_r50_small_predictor_keeps_the_same_queries(r50_small_model, r50_small_e
     from panoptic_detr.engine.inference import select_queries
     from panoptic_detr.engine.predict import Predictor
 
-    ort = OnnxPredictor(r50_small_export, threshold=THRESHOLD, threads=1, **SIZE)
+    needs(runtime)
+    ort = OnnxPredictor(r50_small_export, threshold=THRESHOLD, threads=1, runtime=runtime, **SIZE)
     ref = Predictor(r50_small_model, threshold=THRESHOLD, **SIZE)
     assert ort.categories.names() == ref.categories.names()
     for image in (noise_image(90, 120, 0), noise_image(120, 90, 5)):
@@ -78,19 +88,21 @@ def test_r50_small_predictor_keeps_the_same_queries(r50_small_model, r50_small_e
     assert id_map.shape == (90, 120) and segments and cats is ort.categories
 
 
-def test_evaluate_metrics_equal_torch(tiny_checkpoint, tiny_export, tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_evaluate_metrics_equal_torch(runtime, tiny_checkpoint, tiny_export, tmp_path):
     """A random tiny model (the prepared test data's categories) under both backends."""
+    needs(runtime)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "utils"))
     from fake_prepared import write_prepared
 
     data = write_prepared(tmp_path / "data", n_train=1, n_val=2, size=(72, 96))
     metrics = {}
-    for backend, model in (("torch", tiny_checkpoint), ("onnxruntime", tiny_export)):
+    for backend, model in (("torch", tiny_checkpoint), (runtime, tiny_export)):
         out = tmp_path / backend
         assert main(["evaluate", str(model), str(data), "--backend", backend, "--out", str(out), "--no-progress",
                      *COMMON]) == 0
         metrics[backend] = json.loads((out / "metrics.json").read_text())
-    assert metrics["onnxruntime"] == metrics["torch"]
+    assert metrics[runtime] == metrics["torch"]
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -133,7 +145,9 @@ def _more_classes(d):
     ("fewer", "category id {last_id} ('{last}') does not fit the graph's {last_id} classes"),
     ("more", "num_classes {more} does not match detr.onnx's {c} classes"),
 ])
-def test_bad_export_folders_give_one_line(case, message, tiny_export, r50_small_export, tmp_path, capsys):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_bad_export_folders_give_one_line(runtime, case, message, tiny_export, r50_small_export, tmp_path, capsys):
+    needs(runtime)
     data = json.loads((tiny_export / "model.json").read_text())
     last = max(data["categories"], key=lambda c: c["id"])
     message = message.format(n=data["num_classes"], last_id=last["id"], last=last["name"], more=data["num_classes"] + 30,
@@ -150,7 +164,7 @@ def test_bad_export_folders_give_one_line(case, message, tiny_export, r50_small_
                     swap=("mask_head.onnx", r50_small_export / "mask_head.onnx") if case == "swapped" else None)
     image = tmp_path / "im.png"
     Image.fromarray(noise_image(40, 50, 0)).save(image)
-    code = main(["predict", "--backend", "onnxruntime", str(bad), str(image), "--out", str(tmp_path / "out")])
+    code = main(["predict", "--backend", runtime, str(bad), str(image), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "out").exists()
@@ -167,6 +181,19 @@ def test_export_errors(tiny_checkpoint, tiny_export, tmp_path, capsys, monkeypat
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the 'deploy' extra not installed
     assert main(["predict", "--backend", "onnxruntime", str(tiny_export), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "pip install 'panoptic-detr[deploy]'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert main(["predict", "--backend", "openvino", str(tiny_export), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "pip install 'panoptic-detr[openvino]'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_openvino_runs_on_the_cpu_only(tiny_export):
+    needs("openvino")
+    from panoptic_detr.deploy.onnx_predictor import OnnxPredictor
+    from panoptic_detr.errors import PanopticDetrError
+
+    with pytest.raises(PanopticDetrError, match="--backend openvino runs on the CPU here"):
+        OnnxPredictor(tiny_export, runtime="openvino", device="cuda")
 
 
 def test_export_a_preset_with_random_weights(tmp_path, capsys):
@@ -177,3 +204,28 @@ def test_export_a_preset_with_random_weights(tmp_path, capsys):
     assert "exported panoptic model" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", "detr.onnx", "mask_head.onnx", "model.json"]
     shutil.rmtree(out)
+
+
+def test_openvino_predictors_leave_a_valid_signal_stack(tiny_export):
+    """OpenVINO's CPU plugin swaps the thread's signal stack; predictors made and dropped in
+    creation order once left it on freed memory, and the next Python signal handler (Ctrl-C,
+    a DataLoader's SIGCHLD) killed the process. In a child process: a crash must not take
+    the test run with it."""
+    needs("openvino")
+    import subprocess
+
+    code = f"""
+import gc, os, signal, sys
+from panoptic_detr.deploy.onnx_predictor import OnnxPredictor
+first = OnnxPredictor({str(tiny_export)!r}, runtime="openvino", threads=1)
+second = OnnxPredictor({str(tiny_export)!r}, runtime="openvino", threads=1)
+del first; gc.collect(); del second; gc.collect()
+caught = []
+signal.signal(signal.SIGUSR1, lambda *_: caught.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+sys.exit(0 if caught else 3)
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-1000:])

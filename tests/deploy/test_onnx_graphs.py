@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from panoptic_detr.deploy.onnx_predictor import make_session
+from panoptic_detr.deploy.runtimes import make_session
 
 MODELS = ["base", "tiny", "r50_small"]  # trained tiny, random tiny, random small r50
 
