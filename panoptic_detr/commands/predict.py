@@ -33,7 +33,7 @@ def configure(p):
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay JPEGs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (once the new one is complete)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch or ONNX Runtime (default: the library's choice)")
+                   help="CPU threads for torch, ONNX Runtime or OpenVINO (default: the library's choice)")
     add_backend_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",
