@@ -77,7 +77,9 @@ BACKEND_HELP = (
 
 def add_backend_argument(parser) -> None:
     """The `--backend` option of predict and evaluate."""
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP)
+    from panoptic_detr.deploy.runtimes import RUNTIMES
+
+    parser.add_argument("--backend", choices=["torch", *RUNTIMES], default="torch", help=BACKEND_HELP)
 
 
 def build_predictor(checkpoint, args, prefix: str = "", flag_prefix: str = "--"):

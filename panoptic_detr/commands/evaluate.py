@@ -28,7 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from panoptic_detr.commands import add_backend_argument, add_inference_arguments
 
     parser.add_argument("checkpoint", nargs="?", metavar="CKPT",
-                        help="model checkpoint (.pth / .safetensors); with --backend onnxruntime or openvino an export folder")
+                        help="model checkpoint (.pth / .safetensors); with --backend onnxruntime or openvino an "
+                             "export folder")
     parser.add_argument("dataset", nargs="?", metavar="DATASET", help="prepared dataset folder")
     parser.add_argument("--split", default="val", help="split of the prepared dataset (default: val)")
     parser.add_argument(

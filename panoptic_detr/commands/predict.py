@@ -24,7 +24,8 @@ def configure(p):
     from panoptic_detr.commands import add_backend_argument, add_inference_arguments
 
     p.add_argument("checkpoint", type=Path,
-                   help="model checkpoint (.pth or .safetensors); with --backend onnxruntime or openvino an export folder")
+                   help="model checkpoint (.pth or .safetensors); with --backend onnxruntime or openvino an "
+                        "export folder")
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="output folder (panoptic/, overlays/, predictions.json)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")

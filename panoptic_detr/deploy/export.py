@@ -41,13 +41,14 @@ class ExportReport:
 
 def require_onnx():
     """(onnx, onnxruntime) or a one-line error naming the extra to install."""
+    from panoptic_detr.deploy.runtimes import require_onnxruntime
+
     try:
         import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise PanopticDetrError(f"ONNX export / runtime needs the 'deploy' extra ({e.name} is not installed): "
-                                f"pip install 'panoptic-detr[deploy]'") from None
-    return onnx, onnxruntime
+    except ImportError:
+        raise PanopticDetrError("ONNX export needs the 'deploy' extra (onnx is not installed): "
+                                "pip install 'panoptic-detr[deploy]'") from None
+    return onnx, require_onnxruntime()
 
 
 def inference_network(model: nn.Module) -> nn.Module:

@@ -66,8 +66,8 @@ def read_manifest(folder: str | Path, check_hashes: bool = True) -> Manifest:
     folder = Path(folder)
     path = folder / MANIFEST
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not an export folder (--backend onnxruntime / openvino takes the folder written "
-                              f"by `panoptic-detr export`)")
+        raise CheckpointError(f"{folder}: not an export folder (--backend onnxruntime / openvino takes the folder "
+                              f"written by `panoptic-detr export`)")
     if not path.is_file():
         raise CheckpointError(f"{folder}: no {MANIFEST} (not a folder written by `panoptic-detr export`)")
     try:

@@ -9,7 +9,7 @@ network runs elsewhere: `detr.onnx` once per image, then `mask_head.onnx` for th
 queries only (as `Predictor`'s `masks_for_queries`). Images run one at a time (the
 graphs take one unpadded image), so a map never depends on the batch.
 
-Used by `predict` / `evaluate --backend onnxruntime EXPORT_DIR` through
+Used by `predict` / `evaluate --backend onnxruntime|openvino EXPORT_DIR` through
 `commands.build_predictor`, and by `evaluation.evaluate_model` like any predictor
 (`predict_batch`, `categories`).
 """

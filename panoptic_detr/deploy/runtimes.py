@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import NamedTuple, Sequence
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from panoptic_detr.errors import CheckpointError, PanopticDetrError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = ["RUNTIMES", "make_session", "OpenVinoSession", "open_graph", "require_onnxruntime", "require_openvino"]
 
-RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = ("onnxruntime", "openvino")  # also the CLI's --backend choices: this module imports torch lazily
 
 
 def require_onnxruntime():
@@ -60,6 +60,8 @@ def make_session(path: str | Path, threads: int | None = None, device: str = "cp
     threads: intra-op threads (None: ONNX Runtime's default, one per core);
     optimization: the graph optimisation level, "disable", "basic", "extended" or "all".
     """
+    import torch
+
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = {
@@ -140,6 +142,8 @@ def open_graph(path: str | Path, runtime: str = "onnxruntime", threads: int | No
                optimization: str = "all"):
     """A session for one graph file on `runtime` ("onnxruntime" or "openvino"; `optimization`:
     ONNX Runtime's graph optimisation level)."""
+    import torch
+
     if runtime == "onnxruntime":
         return make_session(path, threads, device, optimization)
     if runtime == "openvino":
